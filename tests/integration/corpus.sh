@@ -173,6 +173,8 @@ declare -A trust=(
 # settings from the list above, message. An indented line below a row gives the reason.
 # The chain is validated at the current time, so certificates that expired since signing
 # make a row fail with 1 even where the source project validates at signing time.
+# The Thunderbird certificates (Alice, Dave) have no subjectAltName: their address is only in
+# the subject's emailAddress attribute, so the sender check has to read it there.
 
 table=$(cat <<'TABLE'
 0 good tb thunderbird/alice.dsig.SHA256.multipart.eml

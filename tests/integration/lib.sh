@@ -1,0 +1,272 @@
+# Shared helpers for the integration tests. Test scripts source this file:
+#
+#   source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+#
+# CTest passes P11SMIME (the built binary) and SOURCE_DIR (the repository root) and runs each
+# script with bash. A script exits 0 on success, 1 on failure and 77 when it was skipped.
+# Set KEEP_TEST_DIR=1 to keep the temporary directory of a run for inspection.
+#
+# shellcheck shell=bash
+# The variables that setup_token sets are used by the scripts that source this file.
+# shellcheck disable=SC2034
+
+set -euo pipefail
+
+readonly SOFTHSM_MODULE=/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
+readonly PKCS11_SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so
+readonly SKIP_STATUS=77
+
+: "${SOURCE_DIR:=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)}"
+export SOURCE_DIR
+
+TEST_NAME=$(basename -- "$0" .sh)
+TEST_TMP=
+# Set by expect_exit: files with the stdout and stderr of the last command.
+LAST_STDOUT=
+LAST_STDERR=
+
+fail() {
+    echo "FAIL: $TEST_NAME: $*" >&2
+    exit 1
+}
+
+skip() {
+    echo "SKIP: $TEST_NAME: $*" >&2
+    exit "$SKIP_STATUS"
+}
+
+# Print a progress line, so that a failure in CTest's output can be placed in its case.
+step() {
+    echo "--- $*"
+}
+
+cleanup_test_dir() {
+    local status=$?
+    if [[ -n ${GNUPGHOME:-} && -d $GNUPGHOME ]]; then
+        # gpgsm starts a gpg-agent (and dirmngr) per home. Only this home's daemons stop.
+        gpgconf --kill all >/dev/null 2>&1 || true
+    fi
+    if [[ -n $TEST_TMP && -d $TEST_TMP ]]; then
+        if [[ ${KEEP_TEST_DIR:-0} == 1 ]]; then
+            echo "kept test directory $TEST_TMP" >&2
+        else
+            rm -rf -- "$TEST_TMP"
+        fi
+    fi
+    exit "$status"
+}
+
+# Create TEST_TMP, removed on exit.
+make_test_dir() {
+    TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/p11smime-$TEST_NAME.XXXXXX")
+    trap cleanup_test_dir EXIT
+}
+
+# Check that P11SMIME names an executable. Without P11SMIME (a run outside CTest), fall back
+# to the default build directory and skip when nothing was built there.
+require_p11smime() {
+    if [[ -z ${P11SMIME:-} ]]; then
+        P11SMIME=$SOURCE_DIR/build/cli/p11smime
+        [[ -x $P11SMIME ]] || skip "P11SMIME is not set and $P11SMIME was not built"
+    fi
+    [[ -x $P11SMIME ]] || fail "P11SMIME=$P11SMIME is not an executable file"
+    export P11SMIME
+}
+
+require_command() {
+    local command
+    for command in "$@"; do
+        command -v "$command" >/dev/null || skip "$command is not installed"
+    done
+}
+
+# Make a fresh token with softhsm-setup/setup.sh in TEST_TMP/hsm and export SOFTHSM2_CONF.
+# Sets HSM_DIR, PIN_FILE, CA_FILE, OTHER_CA_FILE, CHAIN_FILE and KEY_URI[name].
+declare -A KEY_URI=()
+setup_token() {
+    [[ -f $SOFTHSM_MODULE ]] || skip "SoftHSM module $SOFTHSM_MODULE is not installed"
+    HSM_DIR=$TEST_TMP/hsm
+    local output name uri
+    if ! output=$(bash "$SOURCE_DIR/softhsm-setup/setup.sh" "$HSM_DIR"); then
+        fail "softhsm-setup/setup.sh $HSM_DIR failed"
+    fi
+    export SOFTHSM2_CONF=$HSM_DIR/softhsm2.conf
+    [[ $output == "export SOFTHSM2_CONF="* ]] ||
+        fail "setup.sh printed no SOFTHSM2_CONF line first: $output"
+    while read -r name uri; do
+        [[ $name == export ]] && continue
+        KEY_URI[$name]=$uri
+    done <<<"$output"
+    PIN_FILE=$HSM_DIR/pin.txt
+    CA_FILE=$HSM_DIR/ca/ca.pem
+    OTHER_CA_FILE=$HSM_DIR/ca/other-ca.pem
+    CHAIN_FILE=$HSM_DIR/chain.pem
+}
+
+# Run a command and check its exit status: expect_exit CODE COMMAND [ARG...].
+# stdout and stderr go to LAST_STDOUT and LAST_STDERR; on a different status both are
+# printed. stdin is the caller's, so `expect_exit 0 cmd <file` works.
+expect_exit() {
+    local expected=$1
+    shift
+    EXIT_COUNT=$((${EXIT_COUNT:-0} + 1))
+    LAST_STDOUT=$TEST_TMP/cmd-$EXIT_COUNT.stdout
+    LAST_STDERR=$TEST_TMP/cmd-$EXIT_COUNT.stderr
+    local status=0
+    "$@" >"$LAST_STDOUT" 2>"$LAST_STDERR" || status=$?
+    if [[ $status != "$expected" ]]; then
+        {
+            echo "command: $*"
+            echo "expected exit status $expected, got $status"
+            echo "--- stderr"
+            head -c 4000 -- "$LAST_STDERR"
+            echo "--- stdout (first 2000 bytes)"
+            head -c 2000 -- "$LAST_STDOUT"
+            echo "---"
+        } >&2
+        fail "$1 exited with $status instead of $expected"
+    fi
+}
+
+# Check that the last command's stderr contains TEXT (a fixed, case-sensitive string).
+expect_stderr_contains() {
+    if ! grep -qF -- "$1" "$LAST_STDERR"; then
+        echo "--- stderr" >&2
+        cat -- "$LAST_STDERR" >&2
+        fail "stderr does not contain \"$1\""
+    fi
+}
+
+expect_stdout_contains() {
+    if ! grep -qF -- "$1" "$LAST_STDOUT"; then
+        echo "--- stdout (first 4000 bytes)" >&2
+        head -c 4000 -- "$LAST_STDOUT" >&2
+        fail "stdout does not contain \"$1\""
+    fi
+}
+
+# Check the documented error format: a "p11smime: error:" line, and TEXT somewhere in
+# stderr (the error or its hint).
+expect_p11smime_error() {
+    expect_stderr_contains "p11smime: error:"
+    expect_stderr_contains "$1"
+}
+
+# Write an RFC 5322 message from FROM with LF line ends. Its text/plain body is 8bit UTF-8
+# with a non-ASCII line and a line that ends in two spaces, so that a signer which
+# re-encodes the body or strips trailing whitespace breaks the signature.
+write_sample_message() {
+    local file=$1 from=$2
+    printf '%s\n' \
+        "From: Test Signer <$from>" \
+        "To: Recipient <recipient@example.net>" \
+        "Subject: p11smime integration test" \
+        "Date: Thu, 03 Dec 2026 10:00:00 +0000" \
+        "Message-ID: <$RANDOM.$$@example.org>" \
+        "MIME-Version: 1.0" \
+        "Content-Type: text/plain; charset=utf-8" \
+        "Content-Transfer-Encoding: 8bit" \
+        "" \
+        "Hello," \
+        "" \
+        "Grüße aus Köln: naïve café, 東京, ½ €." \
+        "This line ends in two spaces.  " \
+        "" \
+        "-- " \
+        "Test Signer" >"$file"
+}
+
+# Split a multipart/signed message into its signed content (the exact bytes of the first
+# part, with LF turned into CRLF as RFC 8551 canonical form requires) and the DER bytes of
+# its application/pkcs7-signature part. The email module finds the boundary and decodes
+# the signature. The content is cut from the raw bytes, because re-serialising it with the
+# email module can change it.
+extract_detached_parts() {
+    local message=$1 content_out=$2 signature_out=$3
+    python3 - "$message" "$content_out" "$signature_out" <<'PY'
+import email
+import email.policy
+import re
+import sys
+
+message_path, content_path, signature_path = sys.argv[1:4]
+raw = open(message_path, "rb").read()
+message = email.message_from_bytes(raw, policy=email.policy.compat32)
+if message.get_content_type() != "multipart/signed":
+    sys.exit(f"{message_path}: expected multipart/signed, got {message.get_content_type()}")
+boundary = message.get_boundary()
+if not boundary:
+    sys.exit(f"{message_path}: multipart/signed without a boundary parameter")
+
+# RFC 2046: a delimiter is CRLF "--" boundary at the start of a line. The line break
+# before a delimiter belongs to the delimiter, not to the part before it.
+delimiter = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary.encode()) + rb"(--)?[ \t]*\r?\n",
+                       re.MULTILINE)
+matches = list(delimiter.finditer(raw))
+if len(matches) < 3:
+    sys.exit(f"{message_path}: found {len(matches)} delimiters of boundary {boundary!r}, "
+             "expected 3")
+content = raw[matches[0].end():matches[1].start()]
+content = re.sub(rb"(?<!\r)\n", b"\r\n", content)
+open(content_path, "wb").write(content)
+
+parts = message.get_payload()
+signature_part = parts[1]
+if signature_part.get_content_type() not in ("application/pkcs7-signature",
+                                               "application/x-pkcs7-signature"):
+    sys.exit(f"{message_path}: second part is {signature_part.get_content_type()}")
+open(signature_path, "wb").write(signature_part.get_payload(decode=True))
+PY
+}
+
+# Write the DER CMS of an application/pkcs7-mime message (an opaque signature).
+extract_opaque_cms() {
+    local message=$1 cms_out=$2
+    python3 - "$message" "$cms_out" <<'PY'
+import email
+import email.policy
+import sys
+
+message_path, cms_path = sys.argv[1:3]
+message = email.message_from_bytes(open(message_path, "rb").read(),
+                                   policy=email.policy.compat32)
+if message.get_content_type() not in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
+    sys.exit(f"{message_path}: expected application/pkcs7-mime, "
+             f"got {message.get_content_type()}")
+open(cms_path, "wb").write(message.get_payload(decode=True))
+PY
+}
+
+# Make a throwaway GNUPGHOME in TEST_TMP that trusts CA_PEM for S/MIME. cleanup_test_dir
+# stops its agent.
+setup_gpgsm_home() {
+    local ca_pem=$1
+    export GNUPGHOME=$TEST_TMP/gnupg
+    mkdir -p -- "$GNUPGHOME"
+    chmod 0700 -- "$GNUPGHOME"
+    # No network: CRL and OCSP checks are off, and dirmngr is never needed.
+    printf '%s\n' disable-crl-checks disable-policy-checks >"$GNUPGHOME/gpgsm.conf"
+    expect_exit 0 gpgsm --batch --import "$ca_pem"
+    local fingerprint
+    fingerprint=$(openssl x509 -in "$ca_pem" -noout -fingerprint -sha1 | cut -d= -f2)
+    # "relax" lets gpgsm accept a root certificate without the checks for public roots.
+    printf '%s S relax\n' "$fingerprint" >"$GNUPGHOME/trustlist.txt"
+}
+
+# Verify with gpgsm and require GOODSIG and VALIDSIG in its status output.
+# gpgsm_verify SIGNATURE [CONTENT]: CONTENT for a detached signature, none for opaque.
+gpgsm_verify() {
+    local status_file=$TEST_TMP/gpgsm-status.txt
+    local status=0
+    gpgsm --batch --disable-crl-checks --disable-policy-checks --status-fd 3 \
+        --verify "$@" >"$TEST_TMP/gpgsm.stdout" 2>"$TEST_TMP/gpgsm.stderr" \
+        3>"$status_file" || status=$?
+    if [[ $status != 0 ]] || ! grep -q '^\[GNUPG:\] GOODSIG ' "$status_file" ||
+        ! grep -q '^\[GNUPG:\] VALIDSIG ' "$status_file"; then
+        echo "--- gpgsm exit status $status; status lines:" >&2
+        cat -- "$status_file" >&2
+        echo "--- gpgsm stderr:" >&2
+        cat -- "$TEST_TMP/gpgsm.stderr" >&2
+        return 1
+    fi
+}

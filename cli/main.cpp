@@ -1,0 +1,112 @@
+// p11smime: sign and verify S/MIME mail with keys that stay on a PKCS#11 token.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "common/error.h"
+
+using namespace p11smime;
+using namespace p11smime::cli;
+
+namespace {
+
+constexpr int exit_usage = 2;
+
+void add_token_options(CLI::App *command, CommonOptions &common) {
+    command->add_option("--module", common.module,
+                        "PKCS#11 module to load (default: $P11SMIME_MODULE, else p11-kit's "
+                        "proxy with every registered module)");
+    command->add_option("--pin-file", common.pin_file,
+                        "file whose first line is the user PIN (default: ask on the terminal)");
+}
+
+CLI::App *add_list(CLI::App &app, ListOptions &options) {
+    CLI::App *list = app.add_subcommand("list", "List slots, tokens, certificates and keys with "
+                                                "their PKCS#11 URIs");
+    add_token_options(list, options.common);
+    list->add_flag("--login", options.login,
+                   "log in first, so private keys that need a login are listed");
+    list->add_flag("--json", options.json, "print JSON instead of text");
+    return list;
+}
+
+CLI::App *add_sign(CLI::App &app, SignCommandOptions &options) {
+    CLI::App *sign = app.add_subcommand("sign", "Sign a message with a private key on a token");
+    sign->add_option("--key", options.key, "PKCS#11 URI of the private key")->required();
+    sign->add_option("--cert", options.cert,
+                     "signer certificate: a PKCS#11 URI or a PEM/DER file (default: the token "
+                     "certificate with the key's CKA_ID)");
+    sign->add_option("--chain", options.chain, "PEM file of intermediate certificates to include");
+    sign->add_flag("--opaque", options.opaque,
+                   "write application/pkcs7-mime signed-data instead of multipart/signed");
+    sign->add_option("--digest", options.digest,
+                     "digest: sha256, sha384 or sha512 (default: sha256, or the curve's size)")
+        ->check(CLI::IsMember({"sha256", "sha384", "sha512"}));
+    sign->add_flag("--rsa-pss", options.rsa_pss, "sign with RSASSA-PSS instead of PKCS#1 v1.5");
+    sign->add_option("--in", options.in, "message to sign (default: standard input)");
+    sign->add_option("--out", options.out, "signed message (default: standard output)");
+    add_token_options(sign, options.common);
+    return sign;
+}
+
+CLI::App *add_verify(CLI::App &app, VerifyCommandOptions &options) {
+    CLI::App *verify = app.add_subcommand("verify", "Verify a signed message");
+    verify->add_option("--ca-file", options.ca_file, "PEM file of trusted CA certificates");
+    verify->add_option("--ca-path", options.ca_path,
+                       "folder of trusted CA certificates, hashed by 'openssl rehash'");
+    verify->add_flag("--no-system-ca", options.no_system_ca, "do not trust the system CA store");
+    verify->add_flag("--no-sender-check", options.no_sender_check,
+                     "do not require the From address in the signer certificate");
+    verify->add_option("--signer-cert", options.signer_certs,
+                       "signer certificate file, for signatures that do not include it");
+    verify->add_flag("--json", options.json, "print the report as JSON on standard output");
+    verify->add_option("--in", options.in, "signed message (default: standard input)");
+    verify->add_option("--out", options.out, "file for the verified content");
+    return verify;
+}
+
+void print_error(const Error &error) {
+    std::cerr << "p11smime: error: " << error.what() << "\n";
+    if (!error.hint().empty())
+        std::cerr << "p11smime: hint: " << error.hint() << "\n";
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    CLI::App app("p11smime: sign and verify S/MIME mail with keys on a PKCS#11 token.\n"
+                 "Exit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
+                 "input or environment error.");
+    app.require_subcommand(1);
+
+    ListOptions list_options;
+    SignCommandOptions sign_options;
+    VerifyCommandOptions verify_options;
+    CLI::App *list = add_list(app, list_options);
+    CLI::App *sign = add_sign(app, sign_options);
+    CLI::App *verify = add_verify(app, verify_options);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError &error) {
+        int status = app.exit(error);
+        return status == 0 ? 0 : exit_usage;
+    }
+
+    try {
+        if (list->parsed())
+            return run_list(list_options);
+        if (sign->parsed())
+            return run_sign(sign_options);
+        if (verify->parsed())
+            return run_verify(verify_options);
+    } catch (const Error &error) {
+        print_error(error);
+        return exit_usage;
+    } catch (const std::exception &error) {
+        std::cerr << "p11smime: error: " << error.what() << "\n";
+        return exit_usage;
+    }
+    return exit_usage;
+}

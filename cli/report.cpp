@@ -1,0 +1,165 @@
+#include "cli/report.h"
+
+#include <nlohmann/json.hpp>
+
+namespace p11smime::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string joined(const std::vector<std::string> &items) {
+    std::string text;
+    for (const auto &item : items)
+        text += (text.empty() ? "" : ", ") + item;
+    return text.empty() ? "-" : text;
+}
+
+void print_certificate(std::ostream &out, const CertificateInfo &certificate) {
+    out << "    certificate: " << certificate.subject << "\n"
+        << "      uri:       " << certificate.uri << "\n"
+        << "      key uri:   " << certificate.key_uri << "\n"
+        << "      email:     " << joined(certificate.emails) << "\n"
+        << "      issuer:    " << certificate.issuer << "\n"
+        << "      validity:  " << certificate.not_before << " to " << certificate.not_after
+        << "\n"
+        << "      key usage: " << joined(certificate.key_usage) << "\n";
+}
+
+void print_key(std::ostream &out, const KeyInfo &key) {
+    out << "    " << (key.is_private ? "private key: " : "public key:  ") << key.algorithm;
+    if (!key.curve.empty())
+        out << " " << key.curve;
+    else if (key.bits)
+        out << " " << key.bits << " bits";
+    out << ", label '" << key.label << "', id " << (key.id_hex.empty() ? "-" : key.id_hex)
+        << "\n      uri:       " << key.uri << "\n";
+}
+
+void print_slot(std::ostream &out, const SlotInfo &slot) {
+    out << "slot " << slot.slot_id << ": " << slot.description << "\n";
+    if (!slot.token_present) {
+        out << "  no token present\n";
+        return;
+    }
+    out << "  token: " << slot.label << "\n"
+        << "    uri:          " << slot.token_uri << "\n"
+        << "    manufacturer: " << slot.token_manufacturer << "\n"
+        << "    model:        " << slot.model << "\n"
+        << "    serial:       " << slot.serial << "\n"
+        << "    flags:        " << joined(slot.flags) << "\n";
+    for (const auto &certificate : slot.certificates)
+        print_certificate(out, certificate);
+    for (const auto &key : slot.keys)
+        print_key(out, key);
+    bool hidden = !slot.logged_in && std::find(slot.flags.begin(), slot.flags.end(),
+                                               "login-required") != slot.flags.end();
+    if (hidden)
+        out << "    (private keys that need a login are hidden; add --login to show them)\n";
+}
+
+json certificate_json(const CertificateInfo &certificate) {
+    return {{"uri", certificate.uri},           {"key_uri", certificate.key_uri},
+            {"label", certificate.label},       {"id", certificate.id_hex},
+            {"subject", certificate.subject},   {"issuer", certificate.issuer},
+            {"emails", certificate.emails},     {"not_before", certificate.not_before},
+            {"not_after", certificate.not_after}, {"key_usage", certificate.key_usage}};
+}
+
+json key_json(const KeyInfo &key) {
+    json value = {{"uri", key.uri},          {"label", key.label},
+                  {"id", key.id_hex},        {"class", key.is_private ? "private" : "public"},
+                  {"algorithm", key.algorithm}};
+    if (key.bits)
+        value["bits"] = key.bits;
+    if (!key.curve.empty())
+        value["curve"] = key.curve;
+    return value;
+}
+
+json slot_json(const SlotInfo &slot) {
+    json value = {{"slot_id", slot.slot_id},
+                  {"description", slot.description},
+                  {"manufacturer", slot.manufacturer},
+                  {"token_present", slot.token_present}};
+    if (!slot.token_present)
+        return value;
+    json certificates = json::array();
+    for (const auto &certificate : slot.certificates)
+        certificates.push_back(certificate_json(certificate));
+    json keys = json::array();
+    for (const auto &key : slot.keys)
+        keys.push_back(key_json(key));
+    value["token"] = {{"uri", slot.token_uri},     {"label", slot.label},
+                      {"manufacturer", slot.token_manufacturer},
+                      {"model", slot.model},       {"serial", slot.serial},
+                      {"flags", slot.flags},       {"logged_in", slot.logged_in},
+                      {"certificates", certificates}, {"keys", keys}};
+    return value;
+}
+
+json signer_json(const SignerReport &signer) {
+    return {{"subject", signer.subject},
+            {"emails", signer.emails},
+            {"issuer", signer.issuer},
+            {"serial", signer.serial},
+            {"signing_time", signer.signing_time},
+            {"digest", signer.digest},
+            {"signature_algorithm", signer.signature_algorithm},
+            {"signature_valid", signer.signature_valid},
+            {"certificate_valid", signer.certificate_valid},
+            {"certificate_error", signer.certificate_error},
+            {"sender_matches", signer.sender_matches}};
+}
+
+} // namespace
+
+void print_module_text(std::ostream &out, const ModuleInfo &module) {
+    out << "module: " << module.path << "\n"
+        << "  " << module.manufacturer << ": " << module.description << "\n";
+    for (const auto &slot : module.slots)
+        print_slot(out, slot);
+}
+
+void print_module_json(std::ostream &out, const ModuleInfo &module) {
+    json slots = json::array();
+    for (const auto &slot : module.slots)
+        slots.push_back(slot_json(slot));
+    json modules = json::array();
+    modules.push_back({{"path", module.path},
+                       {"manufacturer", module.manufacturer},
+                       {"description", module.description},
+                       {"slots", slots}});
+    out << json{{"modules", modules}}.dump(2) << "\n";
+}
+
+void print_verify_text(std::ostream &out, const VerifyResult &result) {
+    out << (result.valid ? "Signature is valid" : "Signature is NOT valid") << " ("
+        << result.structure << ", part " << result.part << ")\n";
+    for (const auto &signer : result.signers) {
+        out << "  signer:       " << signer.subject << "\n"
+            << "  email:        " << joined(signer.emails) << "\n"
+            << "  issuer:       " << signer.issuer << "\n"
+            << "  serial:       " << signer.serial << "\n"
+            << "  signing time: " << (signer.signing_time.empty() ? "-" : signer.signing_time)
+            << "\n"
+            << "  digest:       " << signer.digest << "\n"
+            << "  signature:    " << signer.signature_algorithm << "\n";
+    }
+    for (const auto &failure : result.failures)
+        out << "  failed:       " << failure << "\n";
+    for (const auto &warning : result.warnings)
+        out << "  warning:      " << warning << "\n";
+}
+
+void print_verify_json(std::ostream &out, const VerifyResult &result) {
+    json signers = json::array();
+    for (const auto &signer : result.signers)
+        signers.push_back(signer_json(signer));
+    json value = {{"valid", result.valid},       {"structure", result.structure},
+                  {"part", result.part},         {"from", result.from},
+                  {"failures", result.failures}, {"warnings", result.warnings},
+                  {"signers", signers}};
+    out << value.dump(2) << "\n";
+}
+
+} // namespace p11smime::cli

@@ -1,0 +1,204 @@
+#include "cms/mime.h"
+
+#include <algorithm>
+#include <mutex>
+#include <strings.h>
+
+#include "cms/gmime_ptr.h"
+#include "common/error.h"
+
+namespace p11smime {
+
+// RFC 5322 section 2.1.1: a line is at most 998 characters before its CRLF.
+constexpr size_t max_line_length = 998;
+
+void ensure_gmime_initialised() {
+    static std::once_flag once;
+    std::call_once(once, [] { g_mime_init(); });
+}
+
+GPtr<GMimeMessage> parse_message(const std::string &message) {
+    ensure_gmime_initialised();
+    GPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(
+        const_cast<char *>(message.data()), message.size()));
+    GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
+    return GPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
+}
+
+std::string write_object_crlf(GMimeObject *object) {
+    FormatOptionsPtr options(g_mime_format_options_new());
+    g_mime_format_options_set_newline_format(options.get(), GMIME_NEWLINE_FORMAT_DOS);
+    GPtr<GMimeStream> stream(g_mime_stream_mem_new());
+    if (g_mime_object_write_to_stream(object, options.get(), stream.get()) < 0)
+        throw Error("cannot serialise a MIME part");
+    GByteArray *bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(stream.get()));
+    return std::string(reinterpret_cast<const char *>(bytes->data), bytes->len);
+}
+
+std::string decoded_content(GMimePart *part) {
+    GMimeDataWrapper *content = g_mime_part_get_content(part);
+    if (!content)
+        return {};
+    GPtr<GMimeStream> stream(g_mime_stream_mem_new());
+    if (g_mime_data_wrapper_write_to_stream(content, stream.get()) < 0)
+        throw Error("cannot decode the content of a MIME part");
+    GByteArray *bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(stream.get()));
+    return std::string(reinterpret_cast<const char *>(bytes->data), bytes->len);
+}
+
+namespace {
+
+struct HeaderPosition {
+    std::string name;
+    size_t offset;
+};
+
+void collect_positions(GMimeHeaderList *list, std::vector<HeaderPosition> &positions) {
+    if (!list)
+        return;
+    for (int i = 0; i < g_mime_header_list_get_count(list); ++i) {
+        GMimeHeader *header = g_mime_header_list_get_header_at(list, i);
+        gint64 offset = g_mime_header_get_offset(header);
+        if (offset >= 0)
+            positions.push_back({g_mime_header_get_name(header), static_cast<size_t>(offset)});
+    }
+}
+
+} // namespace
+
+// A header value cannot contain an empty line, so the first one after the last field's start
+// ends the block.
+size_t find_body_offset(const std::string &message, size_t last_header) {
+    for (size_t i = message.find('\n', last_header); i != std::string::npos;
+         i = message.find('\n', i + 1)) {
+        if (i + 1 < message.size() && message[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < message.size() && message[i + 1] == '\r' && message[i + 2] == '\n')
+            return i + 3;
+    }
+    return message.size();
+}
+
+namespace {
+
+bool is_content_header(const std::string &name) {
+    return strncasecmp(name.c_str(), "Content-", 8) == 0;
+}
+
+std::string first_mailbox(GMimeMessage *message) {
+    InternetAddressList *from = g_mime_message_get_from(message);
+    for (int i = 0; from && i < internet_address_list_length(from); ++i) {
+        InternetAddress *address = internet_address_list_get_address(from, i);
+        if (INTERNET_ADDRESS_IS_MAILBOX(address))
+            return internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address));
+    }
+    return {};
+}
+
+} // namespace
+
+SplitMessage split_message(const std::string &message) {
+    GPtr<GMimeMessage> parsed = parse_message(message);
+    if (!parsed)
+        throw Error("the input is not a mail message: no header block found",
+                    "give an RFC 5322 message or a MIME entity with its headers");
+
+    std::vector<HeaderPosition> positions;
+    collect_positions(g_mime_object_get_header_list(GMIME_OBJECT(parsed.get())), positions);
+    if (GMimeObject *part = g_mime_message_get_mime_part(parsed.get()))
+        collect_positions(g_mime_object_get_header_list(part), positions);
+    std::sort(positions.begin(), positions.end(),
+              [](const auto &a, const auto &b) { return a.offset < b.offset; });
+    positions.erase(std::unique(positions.begin(), positions.end(),
+                                [](const auto &a, const auto &b) { return a.offset == b.offset; }),
+                    positions.end());
+    if (positions.empty())
+        throw Error("the input has no header fields",
+                    "give an RFC 5322 message or a MIME entity with its headers");
+
+    SplitMessage split;
+    size_t body_start = find_body_offset(message, positions.back().offset);
+    size_t header_end = message.rfind('\n', body_start - 2) + 1;
+    for (size_t i = 0; i < positions.size(); ++i) {
+        size_t end = i + 1 < positions.size() ? positions[i + 1].offset : header_end;
+        RawHeader header{positions[i].name,
+                         message.substr(positions[i].offset, end - positions[i].offset)};
+        (is_content_header(header.name) ? split.content_headers : split.routing_headers)
+            .push_back(std::move(header));
+    }
+    split.body = message.substr(body_start);
+    size_t first_newline = message.find('\n');
+    split.crlf = first_newline != std::string::npos && first_newline > 0 &&
+                 message[first_newline - 1] == '\r';
+    split.from_address = first_mailbox(parsed.get());
+    return split;
+}
+
+std::string to_crlf(std::string_view text) {
+    std::string result;
+    result.reserve(text.size() + text.size() / 32);
+    for (size_t i = 0; i < text.size(); ++i) {
+        if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r'))
+            result += '\r';
+        result += text[i];
+    }
+    return result;
+}
+
+std::string to_lf(std::string_view text) {
+    std::string result;
+    result.reserve(text.size());
+    for (size_t i = 0; i < text.size(); ++i)
+        if (!(text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n'))
+            result += text[i];
+    return result;
+}
+
+bool needs_transfer_encoding(std::string_view text) {
+    size_t line_length = 0;
+    for (char c : text) {
+        auto byte = static_cast<unsigned char>(c);
+        if (byte == 0 || byte > 127)
+            return true;
+        line_length = c == '\n' ? 0 : line_length + 1;
+        if (line_length > max_line_length + 1) // the +1 allows the CR of a CRLF
+            return true;
+    }
+    return false;
+}
+
+namespace {
+
+bool declares_8bit(const SplitMessage &split) {
+    for (const auto &header : split.content_headers) {
+        if (strcasecmp(header.name.c_str(), "Content-Transfer-Encoding") != 0)
+            continue;
+        std::string value = header.raw.substr(header.raw.find(':') + 1);
+        for (auto &c : value)
+            c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+        return value.find("8bit") != std::string::npos ||
+               value.find("binary") != std::string::npos;
+    }
+    return false;
+}
+
+} // namespace
+
+std::string canonical_entity(const SplitMessage &split, const std::string &message) {
+    std::string headers;
+    for (const auto &header : split.content_headers)
+        headers += header.raw;
+
+    if (!declares_8bit(split) && !needs_transfer_encoding(headers) &&
+        !needs_transfer_encoding(split.body))
+        return to_crlf(headers + "\n" + split.body);
+
+    GPtr<GMimeMessage> parsed = parse_message(message);
+    GMimeObject *part = parsed ? g_mime_message_get_mime_part(parsed.get()) : nullptr;
+    if (!part)
+        throw Error("cannot re-encode the message body for signing");
+    g_mime_object_encode(part, GMIME_ENCODING_CONSTRAINT_7BIT);
+    return to_crlf(write_object_crlf(part));
+}
+
+} // namespace p11smime

@@ -1,0 +1,38 @@
+// S/MIME signing: a whole message in, the same message signed out.
+#pragma once
+
+#include <string>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+namespace p11smime {
+
+struct SignOptions {
+    EVP_PKEY *key = nullptr;        // the signer's private key; not owned
+    X509 *certificate = nullptr;    // the signer's certificate; not owned
+    STACK_OF(X509) *chain = nullptr; // certificates to include besides the signer's; not owned
+
+    // "sha256", "sha384" or "sha512"; empty picks SHA-256, or the digest that matches the
+    // curve of an EC key (SHA-384 for P-384, SHA-512 for P-521) because verifiers such as
+    // gpgsm reject a shorter hash.
+    std::string digest;
+    bool rsa_pss = false; // RSASSA-PSS with salt length equal to the digest length
+    bool opaque = false;  // application/pkcs7-mime signed-data instead of multipart/signed
+};
+
+// Signs message, an RFC 5322 message or a bare MIME entity. Routing headers stay at the top;
+// the MIME entity is signed in canonical form and becomes the first part of a
+// multipart/signed (or the content of an opaque signed-data). The signed attributes are
+// contentType, messageDigest, signingTime, SMIMECapabilities and ESS signingCertificateV2.
+// The output uses the input's line endings. Throws Error or OpensslError.
+std::string sign_message(const std::string &message, const SignOptions &options);
+
+// Returns the digest name sign_message uses for key when options.digest is empty.
+std::string default_digest(EVP_PKEY *key);
+
+// Returns the RFC 8551 micalg value for a digest name, e.g. "sha-256". Throws Error for a
+// digest that S/MIME signing here does not support.
+std::string micalg_name(const std::string &digest);
+
+} // namespace p11smime

@@ -1,0 +1,287 @@
+#include "cms/verify.h"
+
+#include <strings.h>
+
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "cms/mime.h"
+#include "cms/signed_part.h"
+#include "common/error.h"
+#include "common/ossl.h"
+
+namespace p11smime {
+namespace {
+
+std::string bio_text(BIO *bio) {
+    char *data = nullptr;
+    long length = BIO_get_mem_data(bio, &data);
+    return std::string(data, static_cast<size_t>(length));
+}
+
+std::string name_text(const X509_NAME *name) {
+    BioPtr bio(BIO_new(BIO_s_mem()));
+    X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
+    return bio_text(bio.get());
+}
+
+std::string serial_hex(const X509 *certificate) {
+    BIGNUM *number = ASN1_INTEGER_to_BN(X509_get0_serialNumber(certificate), nullptr);
+    char *hex = number ? BN_bn2hex(number) : nullptr;
+    std::string text = hex ? hex : "";
+    OPENSSL_free(hex);
+    BN_free(number);
+    return text;
+}
+
+std::string signing_time(CMS_SignerInfo *signer) {
+    int index = CMS_signed_get_attr_by_NID(signer, NID_pkcs9_signingTime, -1);
+    X509_ATTRIBUTE *attribute = index >= 0 ? CMS_signed_get_attr(signer, index) : nullptr;
+    ASN1_TYPE *value = attribute ? X509_ATTRIBUTE_get0_type(attribute, 0) : nullptr;
+    if (!value || (value->type != V_ASN1_UTCTIME && value->type != V_ASN1_GENERALIZEDTIME))
+        return {};
+    BioPtr bio(BIO_new(BIO_s_mem()));
+    ASN1_TIME_print_ex(bio.get(), reinterpret_cast<ASN1_TIME *>(value->value.asn1_string),
+                       ASN1_DTFLGS_ISO8601);
+    return bio_text(bio.get());
+}
+
+std::string algorithm_name(const X509_ALGOR *algorithm) {
+    const ASN1_OBJECT *object = nullptr;
+    X509_ALGOR_get0(&object, nullptr, nullptr, algorithm);
+    int nid = OBJ_obj2nid(object);
+    if (nid != NID_undef)
+        return OBJ_nid2ln(nid);
+    char text[80];
+    OBJ_obj2txt(text, sizeof text, object, 1);
+    return text;
+}
+
+std::vector<std::string> certificate_emails(X509 *certificate) {
+    std::vector<std::string> result;
+    STACK_OF(OPENSSL_STRING) *list = X509_get1_email(certificate);
+    for (int i = 0; i < sk_OPENSSL_STRING_num(list); ++i)
+        result.push_back(sk_OPENSSL_STRING_value(list, i));
+    X509_email_free(list);
+    return result;
+}
+
+X509StackPtr load_certificates(const std::vector<std::string> &files) {
+    X509StackPtr certificates(sk_X509_new_null());
+    for (const auto &file : files) {
+        BioPtr bio(BIO_new_file(file.c_str(), "r"));
+        if (!bio)
+            throw OpensslError("cannot open signer certificate file '" + file + "'");
+        X509Ptr certificate(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+        if (!certificate) {
+            BIO_reset(bio.get());
+            clear_openssl_errors();
+            certificate.reset(d2i_X509_bio(bio.get(), nullptr));
+        }
+        if (!certificate)
+            throw OpensslError("cannot read a PEM or DER certificate from '" + file + "'");
+        sk_X509_push(certificates.get(), certificate.release());
+    }
+    return certificates;
+}
+
+X509StorePtr trust_store(const VerifyOptions &options) {
+    X509StorePtr store(X509_STORE_new());
+    if (!store)
+        throw OpensslError("cannot create a certificate store");
+    if (options.ca_file && !X509_STORE_load_file(store.get(), options.ca_file->c_str()))
+        throw OpensslError("cannot load CA file '" + *options.ca_file + "'",
+                           "give a file of PEM certificates to --ca-file");
+    if (options.ca_path && !X509_STORE_load_path(store.get(), options.ca_path->c_str()))
+        throw OpensslError("cannot use CA directory '" + *options.ca_path + "'",
+                           "run 'openssl rehash' on it");
+    if (options.system_ca && !X509_STORE_set_default_paths(store.get()))
+        throw OpensslError("cannot load the system trust store");
+    clear_openssl_errors();
+    return store;
+}
+
+CmsPtr parse_cms(const std::string &der) {
+    const auto *bytes = reinterpret_cast<const unsigned char *>(der.data());
+    CmsPtr cms(d2i_CMS_ContentInfo(nullptr, &bytes, static_cast<long>(der.size())));
+    if (!cms)
+        throw OpensslError("the signature is not a valid CMS structure");
+    if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_signed)
+        throw Error(std::string("the S/MIME part holds CMS ") +
+                        OBJ_nid2ln(OBJ_obj2nid(CMS_get0_type(cms.get()))) +
+                        " instead of signed data",
+                    "use 'p11smime decrypt' for encrypted messages");
+    return cms;
+}
+
+// Checks the signature value over the content, but not the certificate, so that a path
+// failure and a content failure are reported as what they are.
+bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedPart &part,
+                     std::string &content, std::string &failure) {
+    unsigned int flags = CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY;
+    BioPtr data;
+    if (!part.opaque) {
+        flags |= CMS_DETACHED;
+        data.reset(BIO_new_mem_buf(part.signed_content.data(),
+                                   static_cast<int>(part.signed_content.size())));
+    }
+    BioPtr out(BIO_new(BIO_s_mem()));
+    clear_openssl_errors();
+    if (CMS_verify(cms, extra, nullptr, data.get(), out.get(), flags) == 1) {
+        content = part.opaque ? bio_text(out.get()) : part.raw_content;
+        return true;
+    }
+
+    unsigned long error = ERR_peek_error();
+    int reason = ERR_GET_LIB(error) == ERR_LIB_CMS ? ERR_GET_REASON(error) : 0;
+    std::string detail = drain_openssl_errors();
+    if (reason == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND)
+        failure = "the signer certificate is not in the message; pass it with --signer-cert";
+    else if (reason == CMS_R_VERIFICATION_FAILURE || reason == CMS_R_CONTENT_VERIFY_ERROR)
+        failure = "the signature does not match the content: the message was altered after "
+                  "signing";
+    else if (reason == CMS_R_NO_CONTENT)
+        failure = "the signed-data carries no content to verify";
+    else
+        failure = "the signature cannot be checked: " + detail;
+    return false;
+}
+
+void check_certificate(X509_STORE *store, X509 *signer, STACK_OF(X509) * untrusted,
+                       SignerReport &report) {
+    X509StoreCtxPtr context(X509_STORE_CTX_new());
+    if (!context || !X509_STORE_CTX_init(context.get(), store, signer, untrusted))
+        throw OpensslError("cannot set up certificate validation");
+    X509_STORE_CTX_set_default(context.get(), "smime_sign");
+    X509_STORE_CTX_set_purpose(context.get(), X509_PURPOSE_SMIME_SIGN);
+
+    report.certificate_valid = X509_verify_cert(context.get()) == 1;
+    if (!report.certificate_valid) {
+        int error = X509_STORE_CTX_get_error(context.get());
+        report.certificate_error = X509_verify_cert_error_string(error);
+        if (error == X509_V_ERR_INVALID_PURPOSE)
+            report.certificate_error += " (S/MIME signing needs key usage digitalSignature or "
+                                        "nonRepudiation, and emailProtection in any EKU)";
+    }
+    clear_openssl_errors();
+}
+
+bool same_address(const std::string &a, const std::string &b) {
+    return a.size() == b.size() && strncasecmp(a.c_str(), b.c_str(), a.size()) == 0;
+}
+
+SignerReport describe_signer(CMS_SignerInfo *info) {
+    SignerReport report;
+    X509 *certificate = nullptr;
+    X509_ALGOR *digest = nullptr;
+    X509_ALGOR *signature = nullptr;
+    CMS_SignerInfo_get0_algs(info, nullptr, &certificate, &digest, &signature);
+    report.digest = digest ? algorithm_name(digest) : "";
+    report.signature_algorithm = signature ? algorithm_name(signature) : "";
+    report.signing_time = signing_time(info);
+    if (!certificate)
+        return report;
+    report.subject = name_text(X509_get_subject_name(certificate));
+    report.issuer = name_text(X509_get_issuer_name(certificate));
+    report.serial = serial_hex(certificate);
+    report.emails = certificate_emails(certificate);
+    return report;
+}
+
+void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_valid,
+                   const VerifyOptions &options, VerifyResult &result) {
+    X509StorePtr store = trust_store(options);
+    X509StackPtr untrusted(CMS_get1_certs(cms));
+    if (!untrusted)
+        untrusted.reset(sk_X509_new_null());
+    for (int i = 0; i < sk_X509_num(extra); ++i) {
+        X509_up_ref(sk_X509_value(extra, i));
+        sk_X509_push(untrusted.get(), sk_X509_value(extra, i));
+    }
+
+    STACK_OF(CMS_SignerInfo) *infos = CMS_get0_SignerInfos(cms);
+    for (int i = 0; i < sk_CMS_SignerInfo_num(infos); ++i) {
+        CMS_SignerInfo *info = sk_CMS_SignerInfo_value(infos, i);
+        SignerReport report = describe_signer(info);
+        report.signature_valid = signature_valid;
+        X509 *certificate = nullptr;
+        CMS_SignerInfo_get0_algs(info, nullptr, &certificate, nullptr, nullptr);
+        if (certificate) {
+            check_certificate(store.get(), certificate, untrusted.get(), report);
+            for (const auto &email : report.emails)
+                report.sender_matches |= same_address(email, result.from);
+        }
+        result.signers.push_back(std::move(report));
+    }
+}
+
+void collect_failures(const VerifyOptions &options, VerifyResult &result) {
+    if (result.signers.empty())
+        result.failures.push_back("the signed-data has no SignerInfo");
+    for (const auto &signer : result.signers) {
+        std::string who = signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
+        if (!signer.subject.empty() && !signer.certificate_valid)
+            result.failures.push_back("certificate of " + who + " is not valid: " +
+                                      signer.certificate_error);
+        if (options.sender_check && !signer.subject.empty() && !signer.sender_matches) {
+            if (result.from.empty())
+                result.failures.push_back("the message has no From address to check against " +
+                                          who);
+            else
+                result.failures.push_back("From address '" + result.from +
+                                          "' is not an email address of " + who);
+        }
+    }
+    result.valid = result.failures.empty();
+}
+
+// Returns the verified content in the input's line endings. When the whole message body was
+// signed, the outer routing headers (From, To, Subject, ...) are put back in front of it, so
+// the result is the message as its author wrote it.
+std::string with_routing_headers(const SplitMessage &split, const SignedPart &part,
+                                 const std::string &content) {
+    std::string text = split.crlf ? to_crlf(content) : to_lf(content);
+    if (!part.part.empty())
+        return text;
+    std::string headers;
+    for (const auto &header : split.routing_headers)
+        headers += header.raw;
+    return headers + text;
+}
+
+} // namespace
+
+VerifyResult verify_message(const std::string &message, const VerifyOptions &options) {
+    clear_openssl_errors();
+    SplitMessage split = split_message(message);
+    GPtr<GMimeMessage> parsed = parse_message(message);
+    SignedPart part = find_signed_part(message, parsed.get());
+
+    VerifyResult result;
+    result.structure = part.opaque ? "signed-data" : "multipart/signed";
+    result.part = part.part.empty() ? "1" : part.part;
+    result.from = split.from_address;
+    if (!part.part.empty())
+        result.warnings.push_back("only part " + part.part +
+                                  " is signed; other parts of the message are not");
+
+    CmsPtr cms = parse_cms(part.der);
+    X509StackPtr extra = load_certificates(options.signer_certificate_files);
+    std::string failure;
+    bool signature_valid =
+        check_signature(cms.get(), extra.get(), part, result.content, failure);
+    if (!signature_valid)
+        result.failures.push_back(failure);
+    else
+        result.content = with_routing_headers(split, part, result.content);
+
+    check_signers(cms.get(), extra.get(), signature_valid, options, result);
+    collect_failures(options, result);
+    if (!signature_valid)
+        result.valid = false;
+    return result;
+}
+
+} // namespace p11smime

@@ -1,0 +1,37 @@
+// Error types shared by the token/, cms/ and cli/ layers.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace p11smime {
+
+// Error raised for a usage, input or environment fault: a missing file, an unreadable message,
+// a token that is absent or rejects the PIN. The command maps it to exit status 2. hint() is a
+// suggested fix for the person at the keyboard, or empty.
+class Error : public std::runtime_error {
+  public:
+    explicit Error(const std::string &message, std::string hint = {})
+        : std::runtime_error(message), hint_(std::move(hint)) {}
+
+    const std::string &hint() const noexcept { return hint_; }
+
+  private:
+    std::string hint_;
+};
+
+// Error raised by an OpenSSL call. The constructor drains OpenSSL's thread error queue and
+// appends its reasons to the message, so a later failure never reports a stale cause.
+class OpensslError : public Error {
+  public:
+    explicit OpensslError(const std::string &operation, std::string hint = {});
+};
+
+// Returns the reasons on OpenSSL's error queue joined by "; ", and clears the queue.
+std::string drain_openssl_errors();
+
+// Clears OpenSSL's error queue. Called before an operation because modules such as SoftHSM leave
+// unrelated errors behind at start-up.
+void clear_openssl_errors() noexcept;
+
+} // namespace p11smime

@@ -1,0 +1,72 @@
+#include "token/context.h"
+
+#include <openssl/ui.h>
+
+#include "common/error.h"
+
+namespace p11smime {
+namespace {
+
+// UI reader that answers libp11's context-specific login prompt with the PIN kept in the
+// context, so a key with CKA_ALWAYS_AUTHENTICATE does not make the person type it again.
+int answer_with_kept_pin(UI *ui, UI_STRING *request) {
+    auto *pin = static_cast<const SecurePin *>(UI_get0_user_data(ui));
+    switch (UI_get_string_type(request)) {
+    case UIT_PROMPT:
+    case UIT_VERIFY:
+        if (!pin || pin->empty())
+            return 0;
+        return UI_set_result(ui, request, pin->c_str()) == 0 ? 1 : 0;
+    default:
+        return 1;
+    }
+}
+
+} // namespace
+
+Pkcs11Context::Pkcs11Context(const std::string &path) : path_(path) {
+    ERR_load_PKCS11_strings();
+    clear_openssl_errors();
+
+    ctx_ = PKCS11_CTX_new();
+    if (!ctx_)
+        throw OpensslError("cannot create a libp11 context");
+
+    if (PKCS11_CTX_load(ctx_, path.c_str()) != 0) {
+        std::string reasons = drain_openssl_errors();
+        PKCS11_CTX_free(ctx_);
+        throw Error("cannot load PKCS#11 module '" + path + "'" +
+                        (reasons.empty() ? "" : ": " + reasons),
+                    "install the module or name another with --module PATH");
+    }
+
+    if (PKCS11_enumerate_slots(ctx_, &slots_, &slot_count_) != 0) {
+        std::string reasons = drain_openssl_errors();
+        PKCS11_CTX_unload(ctx_);
+        PKCS11_CTX_free(ctx_);
+        throw Error("cannot list the slots of PKCS#11 module '" + path + "': " + reasons);
+    }
+}
+
+Pkcs11Context::~Pkcs11Context() {
+    if (slots_)
+        PKCS11_release_all_slots(ctx_, slots_, slot_count_);
+    PKCS11_CTX_unload(ctx_);
+    PKCS11_CTX_free(ctx_);
+    if (ui_method_)
+        UI_destroy_method(ui_method_);
+}
+
+void Pkcs11Context::keep_pin(SecurePin &&pin) {
+    pin_ = std::move(pin);
+    if (!ui_method_) {
+        ui_method_ = UI_create_method("p11smime kept PIN");
+        if (!ui_method_)
+            throw OpensslError("cannot create the PIN callback");
+        UI_method_set_reader(ui_method_, answer_with_kept_pin);
+    }
+    if (PKCS11_set_ui_method(ctx_, ui_method_, &pin_) != 0)
+        throw OpensslError("cannot install the PIN callback");
+}
+
+} // namespace p11smime

@@ -1,0 +1,42 @@
+// Internal to token/: the loaded module and its slots, shared by every TokenKey taken from it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <libp11.h>
+
+#include "token/pin.h"
+
+namespace p11smime {
+
+// A loaded PKCS#11 module (PKCS11_CTX) with its enumerated slots. The destructor releases the
+// slots, then unloads and frees the module, in the order libp11 requires.
+class Pkcs11Context {
+  public:
+    // Loads and initialises the module at path and enumerates its slots. Throws Error naming
+    // the path when it cannot be loaded.
+    explicit Pkcs11Context(const std::string &path);
+    ~Pkcs11Context();
+    Pkcs11Context(const Pkcs11Context &) = delete;
+    Pkcs11Context &operator=(const Pkcs11Context &) = delete;
+
+    PKCS11_CTX *ctx() const { return ctx_; }
+    PKCS11_SLOT *slots() const { return slots_; }
+    unsigned int slot_count() const { return slot_count_; }
+    const std::string &path() const { return path_; }
+
+    // Keeps the PIN for keys with CKA_ALWAYS_AUTHENTICATE, which libp11 asks for again
+    // before each operation through its UI method; see install_pin_ui().
+    void keep_pin(SecurePin &&pin);
+
+  private:
+    std::string path_;
+    PKCS11_CTX *ctx_ = nullptr;
+    PKCS11_SLOT *slots_ = nullptr;
+    unsigned int slot_count_ = 0;
+    UI_METHOD *ui_method_ = nullptr;
+    SecurePin pin_;
+};
+
+} // namespace p11smime

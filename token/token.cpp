@@ -1,0 +1,306 @@
+#include "token/token.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <p11-kit/pkcs11.h>
+
+#include "token/context.h"
+#include "token/objects.h"
+
+namespace p11smime {
+namespace {
+
+// Reads the CKR_ value libp11 queued for its last failure, then drains the queue.
+unsigned long take_ckr_code() {
+    int code = ERR_get_CKR_code();
+    clear_openssl_errors();
+    return code > 0 ? static_cast<unsigned long>(code) : CKR_FUNCTION_FAILED;
+}
+
+std::string token_label(const PKCS11_TOKEN *token) { return token->label ? token->label : ""; }
+
+bool matches(const std::optional<std::string> &wanted, const char *actual) {
+    return !wanted || (actual && *wanted == actual);
+}
+
+bool token_matches(const Pkcs11Uri &uri, PKCS11_SLOT *slot) {
+    const PKCS11_TOKEN *token = slot->token;
+    if (!token)
+        return false;
+    if (uri.slot_id && *uri.slot_id != PKCS11_get_slotid_from_slot(slot))
+        return false;
+    return matches(uri.token, token->label) && matches(uri.manufacturer, token->manufacturer) &&
+           matches(uri.serial, token->serialnr) && matches(uri.model, token->model);
+}
+
+bool key_matches(const Pkcs11Uri &uri, const PKCS11_KEY &key) {
+    if (uri.object && !(key.label && *uri.object == key.label))
+        return false;
+    if (uri.id && !(uri.id->size() == key.id_len &&
+                    std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
+        return false;
+    return true;
+}
+
+bool certificate_matches(const Pkcs11Uri &uri, const PKCS11_CERT &cert) {
+    if (uri.object && !(cert.label && *uri.object == cert.label))
+        return false;
+    if (uri.id && !(uri.id->size() == cert.id_len &&
+                    std::memcmp(uri.id->data(), cert.id, cert.id_len) == 0))
+        return false;
+    return true;
+}
+
+void check_pin_state(const PKCS11_TOKEN *token, bool interactive, const TokenOptions &options) {
+    std::string label = token_label(token);
+    if (token->userPinLocked)
+        throw Error("the user PIN of token '" + label + "' is locked (CKF_USER_PIN_LOCKED)",
+                    "unblock it with the security officer PIN or the card's PUK");
+    if (token->userPinFinalTry && !interactive)
+        throw Error("token '" + label + "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
+                    "p11smime does not spend it without a person at the keyboard",
+                    "run the command in a terminal without --pin-file, or unblock the PIN");
+    if (token->userPinFinalTry && options.warn)
+        options.warn("token '" + label + "' has one PIN try left; a wrong PIN locks it");
+    else if (token->userPinCountLow && options.warn)
+        options.warn("token '" + label + "' has few PIN tries left (CKF_USER_PIN_COUNT_LOW)");
+}
+
+// Obtains the PIN from, in order: --pin-file, the URI's pin-source, the URI's pin-value, and
+// the interactive prompt. Sets interactive when a person typed it.
+SecurePin obtain_pin(const Pkcs11Uri *uri, const TokenOptions &options, const std::string &label,
+                     bool &interactive) {
+    interactive = false;
+    std::optional<std::string> file = options.pin_file;
+    if (!file && uri && uri->pin_source)
+        file = pin_source_path(*uri->pin_source);
+
+    if (file) {
+        bool readable_by_others = false;
+        SecurePin pin = read_pin_file(*file, readable_by_others);
+        if (readable_by_others && options.warn)
+            options.warn("PIN file '" + *file + "' is readable by group or others; "
+                         "restrict it with chmod 600");
+        return pin;
+    }
+
+    if (uri && uri->pin_value) {
+        if (options.warn)
+            options.warn("the PIN in the URI's pin-value is visible in the process list; "
+                         "prefer --pin-file or pin-source");
+        return SecurePin(std::vector<char>(uri->pin_value->begin(), uri->pin_value->end()));
+    }
+
+    if (options.prompt_pin) {
+        interactive = true;
+        return options.prompt_pin(label);
+    }
+    throw Error("token '" + label + "' needs a PIN and none was given",
+                "pass --pin-file FILE, or run in a terminal to be asked for it");
+}
+
+// Decides whether a PIN source other than the prompt exists, before any PIN is read, so the
+// final-try check can refuse without reading a file.
+bool pin_is_interactive(const Pkcs11Uri *uri, const TokenOptions &options) {
+    if (options.pin_file || (uri && (uri->pin_source || uri->pin_value)))
+        return false;
+    return static_cast<bool>(options.prompt_pin);
+}
+
+} // namespace
+
+void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
+           const TokenOptions &options) {
+    const PKCS11_TOKEN *token = slot->token;
+    std::string label = token_label(token);
+
+    int logged_in = 0;
+    if (!token->loginRequired ||
+        (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
+        return;
+
+    check_pin_state(token, pin_is_interactive(uri, options), options);
+
+    if (token->secureLogin) {
+        if (options.warn)
+            options.warn("enter the PIN for token '" + label + "' on the reader's PIN pad");
+        if (PKCS11_login(slot, 0, nullptr) != 0)
+            throw Pkcs11Error(take_ckr_code(), "C_Login", label);
+        return;
+    }
+
+    bool interactive = false;
+    SecurePin pin = obtain_pin(uri, options, label, interactive);
+    clear_openssl_errors();
+    if (PKCS11_login(slot, 0, pin.c_str()) != 0) {
+        unsigned long rv = take_ckr_code();
+        throw Pkcs11Error(rv, "C_Login", label,
+                          rv == CKR_PIN_INCORRECT ? "check the PIN; p11smime did not retry it, so the token "
+                                         "counted one failed try"
+                                       : std::string());
+    }
+    context.keep_pin(std::move(pin));
+}
+
+std::string choose_module(const Pkcs11Uri *uri, const TokenOptions &options) {
+    if (uri && uri->module_path)
+        return *uri->module_path;
+    if (options.module)
+        return *options.module;
+    if (const char *variable = std::getenv("P11SMIME_MODULE"); variable && *variable)
+        return variable;
+    return P11SMIME_PROXY_MODULE;
+}
+
+namespace {
+
+struct FoundKey {
+    PKCS11_SLOT *slot = nullptr;
+    PKCS11_KEY *key = nullptr;
+};
+
+PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
+    PKCS11_KEY *keys = nullptr;
+    unsigned int count = 0;
+    if (PKCS11_enumerate_keys(slot->token, &keys, &count) != 0)
+        throw Pkcs11Error(take_ckr_code(), "C_FindObjects (private keys)",
+                          token_label(slot->token));
+    for (unsigned int i = 0; i < count; ++i)
+        if (key_matches(uri, keys[i]))
+            return &keys[i];
+    return nullptr;
+}
+
+std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Uri &uri) {
+    std::vector<PKCS11_SLOT *> result;
+    for (unsigned int i = 0; i < context.slot_count(); ++i)
+        if (token_matches(uri, &context.slots()[i]))
+            result.push_back(&context.slots()[i]);
+    return result;
+}
+
+// Finds the key without logging in where the token shows its keys publicly, and logs in to at
+// most one token: sending the PIN to several tokens could cost tries on the wrong ones.
+FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptions &options) {
+    std::vector<PKCS11_SLOT *> slots = matching_slots(context, uri);
+    if (slots.empty())
+        throw Error("no token matching '" + uri.to_string() + "' in module '" +
+                        context.path() + "'",
+                    "insert the token, or run 'p11smime list' to see the tokens present");
+
+    std::vector<PKCS11_SLOT *> need_login;
+    for (PKCS11_SLOT *slot : slots) {
+        if (PKCS11_KEY *key = find_private_key(slot, uri))
+            return {slot, key};
+        if (slot->token->loginRequired)
+            need_login.push_back(slot);
+    }
+
+    if (need_login.size() > 1)
+        throw Error("key URI '" + uri.to_string() + "' matches " +
+                        std::to_string(need_login.size()) + " tokens that need a login",
+                    "add token= or serial= to the URI so only one token gets the PIN");
+
+    if (need_login.size() == 1) {
+        login(context, need_login[0], &uri, options);
+        if (PKCS11_KEY *key = find_private_key(need_login[0], uri))
+            return {need_login[0], key};
+    }
+    throw Error("no private key matching '" + uri.to_string() + "'",
+                "run 'p11smime list --login' to see the keys and their URIs");
+}
+
+X509Ptr copy_certificate(X509 *certificate) {
+    X509_up_ref(certificate);
+    return X509Ptr(certificate);
+}
+
+X509Ptr find_certificate(PKCS11_SLOT *slot, PKCS11_KEY *key,
+                         const std::optional<Pkcs11Uri> &certificate_uri) {
+    PKCS11_CERT *certs = nullptr;
+    unsigned int count = 0;
+    if (PKCS11_enumerate_certs(slot->token, &certs, &count) != 0)
+        throw Pkcs11Error(take_ckr_code(), "C_FindObjects (certificates)",
+                          token_label(slot->token));
+
+    for (unsigned int i = 0; i < count; ++i) {
+        bool wanted = certificate_uri
+                          ? certificate_matches(*certificate_uri, certs[i])
+                          : certs[i].id_len == key->id_len &&
+                                std::memcmp(certs[i].id, key->id, key->id_len) == 0;
+        if (wanted && certs[i].x509)
+            return copy_certificate(certs[i].x509);
+    }
+
+    if (certificate_uri)
+        throw Error("no certificate matching '" + certificate_uri->to_string() + "'",
+                    "run 'p11smime list' to see the certificates and their URIs");
+    throw Error("token '" + token_label(slot->token) +
+                    "' has no certificate with the key's CKA_ID " + hex_id(key->id, key->id_len),
+                "store the certificate on the token with the same CKA_ID, or pass --cert FILE");
+}
+
+// Collects the token certificates that issued certificate, walking up towards the root.
+X509StackPtr token_chain(PKCS11_SLOT *slot, X509 *certificate) {
+    X509StackPtr chain(sk_X509_new_null());
+    PKCS11_CERT *certs = nullptr;
+    unsigned int count = 0;
+    if (!chain || PKCS11_enumerate_certs(slot->token, &certs, &count) != 0)
+        return chain;
+
+    X509 *current = certificate;
+    for (unsigned int depth = 0; depth < count; ++depth) {
+        X509 *issuer = nullptr;
+        for (unsigned int i = 0; i < count && !issuer; ++i)
+            if (certs[i].x509 && X509_cmp(certs[i].x509, current) != 0 &&
+                X509_check_issued(certs[i].x509, current) == X509_V_OK)
+                issuer = certs[i].x509;
+        if (!issuer || X509_check_issued(issuer, issuer) == X509_V_OK) {
+            if (issuer)
+                sk_X509_push(chain.get(), copy_certificate(issuer).release());
+            break;
+        }
+        sk_X509_push(chain.get(), copy_certificate(issuer).release());
+        current = issuer;
+    }
+    return chain;
+}
+
+} // namespace
+
+TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
+                   X509StackPtr chain)
+    : context_(std::move(context)), key_(std::move(key)), certificate_(std::move(certificate)),
+      chain_(std::move(chain)) {}
+
+TokenKey::~TokenKey() = default;
+TokenKey::TokenKey(TokenKey &&) noexcept = default;
+TokenKey &TokenKey::operator=(TokenKey &&) noexcept = default;
+
+TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
+                        const TokenOptions &options, bool certificate_on_token) {
+    if (key_uri.type && *key_uri.type != "private")
+        throw Error("key URI '" + key_uri.to_string() + "' names type=" + *key_uri.type,
+                    "use the URI of a private key (type=private)");
+
+    auto context = std::make_shared<Pkcs11Context>(choose_module(&key_uri, options));
+    FoundKey found = find_key(*context, key_uri, options);
+
+    X509Ptr certificate;
+    if (certificate_on_token)
+        certificate = find_certificate(found.slot, found.key, certificate_uri);
+    clear_openssl_errors();
+    EvpPkeyPtr key(PKCS11_get_private_key(found.key));
+    if (!key)
+        throw Pkcs11Error(take_ckr_code(), "reading the private key",
+                          token_label(found.slot->token));
+
+    X509StackPtr chain = certificate ? token_chain(found.slot, certificate.get())
+                                     : X509StackPtr(sk_X509_new_null());
+    return TokenKey(std::move(context), std::move(key), std::move(certificate), std::move(chain));
+}
+
+} // namespace p11smime

@@ -1,0 +1,140 @@
+// The PKCS#11 layer: module loading, token and object lookup, login, and the EVP_PKEY whose
+// private operations run on the token. This is the only part of p11smime that uses libp11.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/ossl.h"
+#include "token/pin.h"
+#include "token/uri.h"
+
+namespace p11smime {
+
+// Error raised by a PKCS#11 call. The message names the CKR_ value, the operation and the
+// token label; the command maps it to exit status 2.
+class Pkcs11Error : public Error {
+  public:
+    Pkcs11Error(unsigned long rv, const std::string &operation, const std::string &token_label,
+                std::string hint = {});
+
+    unsigned long rv() const noexcept { return rv_; }
+
+  private:
+    unsigned long rv_;
+};
+
+// Returns the CKR_ name of a PKCS#11 return value, or its hexadecimal value if unknown.
+std::string ckr_name(unsigned long rv);
+
+// How the token layer finds a module and obtains a PIN.
+struct TokenOptions {
+    // --module: used when the URI has no module-path.
+    std::optional<std::string> module;
+
+    // --pin-file: a file whose first line is the PIN.
+    std::optional<std::string> pin_file;
+
+    // Asks the person for the PIN of the named token, e.g. on /dev/tty. Empty when nobody can
+    // answer, so the login is non-interactive.
+    std::function<SecurePin(const std::string &token_label)> prompt_pin;
+
+    // Receives warnings for the person, such as a PIN given in the URI. The library never prints.
+    std::function<void(const std::string &message)> warn;
+};
+
+// Returns the module path to load: the URI's module-path, then options.module, then the
+// P11SMIME_MODULE environment variable, then p11-kit's proxy module.
+std::string choose_module(const Pkcs11Uri *uri, const TokenOptions &options);
+
+// A certificate on a token, as shown by `p11smime list`.
+struct CertificateInfo {
+    std::string uri;
+    std::string key_uri; // the private key with the same CKA_ID
+    std::string label;
+    std::string id_hex;
+    std::string subject;
+    std::string issuer;
+    std::vector<std::string> emails;
+    std::string not_before;
+    std::string not_after;
+    std::vector<std::string> key_usage;
+};
+
+// A key object on a token, as shown by `p11smime list`.
+struct KeyInfo {
+    std::string uri;
+    std::string label;
+    std::string id_hex;
+    bool is_private = false;
+    std::string algorithm; // "RSA" or "EC"
+    int bits = 0;
+    std::string curve; // for EC keys
+};
+
+// A slot and its token, as shown by `p11smime list`.
+struct SlotInfo {
+    unsigned long slot_id = 0;
+    std::string description;
+    std::string manufacturer;
+    bool token_present = false;
+    std::string token_uri;
+    std::string label;
+    std::string token_manufacturer;
+    std::string model;
+    std::string serial;
+    std::vector<std::string> flags; // e.g. "login-required", "user-pin-count-low"
+    bool logged_in = false;
+    std::vector<CertificateInfo> certificates;
+    std::vector<KeyInfo> keys;
+};
+
+struct ModuleInfo {
+    std::string path;
+    std::string manufacturer;
+    std::string description;
+    std::vector<SlotInfo> slots;
+};
+
+// Lists the slots, tokens and objects of one module. With login set, it logs in to each token
+// that requires it so that private keys become visible. Throws Error or Pkcs11Error.
+ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login);
+
+class Pkcs11Context;
+
+// A private key on a token with its certificate. key() performs its private operations on the
+// token; the module stays loaded and logged in while this object lives.
+class TokenKey {
+  public:
+    TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
+             X509StackPtr chain);
+    ~TokenKey();
+    TokenKey(TokenKey &&) noexcept;
+    TokenKey &operator=(TokenKey &&) noexcept;
+
+    EVP_PKEY *key() const { return key_.get(); }
+    X509 *certificate() const { return certificate_.get(); }
+
+    // The token's other certificates that certify certificate(), nearest issuer first.
+    STACK_OF(X509) * chain() const { return chain_.get(); }
+
+  private:
+    // Declared first, so it is destroyed last: the key needs the loaded module.
+    std::shared_ptr<Pkcs11Context> context_;
+    EvpPkeyPtr key_;
+    X509Ptr certificate_;
+    X509StackPtr chain_;
+};
+
+// Opens the token named by key_uri, logs in, and returns its private key. The certificate is
+// the one named by certificate_uri, or else the token certificate with the key's CKA_ID; with
+// certificate_on_token false the caller supplies it and certificate() is null. Throws Error when the token, key or certificate is not found, and Pkcs11Error when a
+// PKCS#11 call fails. A rejected PIN is never retried.
+TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
+                        const TokenOptions &options, bool certificate_on_token = true);
+
+} // namespace p11smime

@@ -49,7 +49,7 @@ fail() {
 }
 
 # Write the signed part and the DER signature of a multipart/signed message to two files,
-# byte for byte. The AS2 messages need this because `openssl smime` cannot parse them: they
+# byte for byte. The AS2 messages need this because `openssl cms` cannot parse them: they
 # contain binary parts, and two of them start with an HTTP request line.
 split_multipart_signed() {
     local message=$1 content_out=$2 signature_out=$3
@@ -278,7 +278,7 @@ table=$(cat <<'TABLE'
 1 good self mimekit/thunderbird-signed.txt
     Signer certificate (expired 2014) as anchor. The signature itself is good.
 1 good-binary none mimekit/octet-stream-with-mixed-line-endings.dat
-    Self-signed Open Text certificate, not trusted, expired 2020, and without email address.
+    Untrusted expired signer, and without "binary" encoding the LF to CRLF step breaks the digest.
 1 good-binary self-nosender mimekit/octet-stream-with-mixed-line-endings.dat
     Self-signed certificate as anchor, but it expired 2020-11-04.
 1 - none kde/smime-opaque-sign.mbox
@@ -380,7 +380,8 @@ for i in "${!messages[@]}"; do
         passes=$((passes + 1))
     else
         fail "$label: expected exit status ${expected[$i]}, got $rc"
-        echo "  command: $P11SMIME verify ${options[*]} --in $message"
+        echo "  command, run in $corpus:"
+        echo "    $p11smime verify ${options[*]} --in $message"
         [[ -n "${reasons[$i]}" ]] && echo "  expected because: ${reasons[$i]}"
         sed 's/^/  stderr: /' "$work/stderr"
     fi
@@ -392,7 +393,7 @@ message=thunderbird/alice.sig.SHA256.opaque.eml
 read -ra options <<<"${trust[tb]}"
 rc=0
 timeout "$timeout_seconds" "$p11smime" verify "${options[@]}" --in "$message" \
-    --out "$work/content.out" 2>"$work/stderr" || rc=$?
+    --out "$work/content.out" >"$work/stdout" 2>"$work/stderr" || rc=$?
 if [[ "$rc" != 0 ]]; then
     fail "$message --out: expected exit status 0, got $rc"
     sed 's/^/  stderr: /' "$work/stderr"

@@ -15,6 +15,9 @@ set -euo pipefail
 readonly SOFTHSM_MODULE=/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so
 readonly PKCS11_SPY_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so
 readonly SKIP_STATUS=77
+# Seconds that one command in expect_exit may run. Each p11smime call on SoftHSM took under
+# a second on a 2-core development VM, so the default leaves a wide margin.
+: "${COMMAND_TIMEOUT:=60}"
 
 : "${SOURCE_DIR:=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)}"
 export SOURCE_DIR
@@ -56,8 +59,10 @@ cleanup_test_dir() {
     exit "$status"
 }
 
-# Create TEST_TMP, removed on exit.
+# Create TEST_TMP, removed on exit. Files made by the test are private to the user, as
+# p11smime expects of a PIN file.
 make_test_dir() {
+    umask 077
     TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/p11smime-$TEST_NAME.XXXXXX")
     trap cleanup_test_dir EXIT
 }
@@ -104,19 +109,26 @@ setup_token() {
 }
 
 # Run a command and check its exit status: expect_exit CODE COMMAND [ARG...].
-# stdout and stderr go to LAST_STDOUT and LAST_STDERR; on a different status both are
-# printed. stdin is the caller's, so `expect_exit 0 cmd <file` works.
+# stdout and stderr go to LAST_STDOUT and LAST_STDERR. On a different status both are
+# printed. stdin is the caller's, so `expect_exit 0 cmd <file` works. A program (not a shell
+# function) gets COMMAND_TIMEOUT seconds, so a hang fails one check instead of the whole run.
 expect_exit() {
     local expected=$1
     shift
     EXIT_COUNT=$((${EXIT_COUNT:-0} + 1))
     LAST_STDOUT=$TEST_TMP/cmd-$EXIT_COUNT.stdout
     LAST_STDERR=$TEST_TMP/cmd-$EXIT_COUNT.stderr
-    local status=0
-    "$@" >"$LAST_STDOUT" 2>"$LAST_STDERR" || status=$?
+    local status=0 runner=()
+    if [[ $(type -t -- "$1") == file ]]; then
+        runner=(timeout -k 5 "$COMMAND_TIMEOUT")
+    fi
+    "${runner[@]}" "$@" >"$LAST_STDOUT" 2>"$LAST_STDERR" || status=$?
     if [[ $status != "$expected" ]]; then
         {
             echo "command: $*"
+            if [[ ${#runner[@]} -gt 0 && $status == 124 ]]; then
+                echo "timed out after $COMMAND_TIMEOUT s"
+            fi
             echo "expected exit status $expected, got $status"
             echo "--- stderr"
             head -c 4000 -- "$LAST_STDERR"
@@ -153,8 +165,8 @@ expect_p11smime_error() {
 }
 
 # Write an RFC 5322 message from FROM with LF line ends. Its text/plain body is 8bit UTF-8
-# with a non-ASCII line and a line that ends in two spaces, so that a signer which
-# re-encodes the body or strips trailing whitespace breaks the signature.
+# with a non-ASCII line and a line that ends in two spaces. A signer must move it to a
+# 7-bit encoding without changing the decoded text, or the verifiers reject the result.
 write_sample_message() {
     local file=$1 from=$2
     printf '%s\n' \
@@ -174,6 +186,41 @@ write_sample_message() {
         "" \
         "-- " \
         "Test Signer" >"$file"
+}
+
+# Change one byte of the signed text in FILE, which is the first body byte of the first
+# part of a multipart/signed message (multipart) or of a single MIME entity (entity).
+# The byte must be a letter or digit, as it is for the sample message in base64,
+# quoted-printable and 8bit. Another letter replaces it, so the decoded content changes too.
+# tamper_first_body_byte FILE multipart|entity
+tamper_first_body_byte() {
+    python3 - "$1" "$2" <<'PY'
+import email
+import email.policy
+import re
+import sys
+
+path, kind = sys.argv[1:3]
+raw = bytearray(open(path, "rb").read())
+start = 0
+if kind == "multipart":
+    message = email.message_from_bytes(bytes(raw), policy=email.policy.compat32)
+    boundary = message.get_boundary()
+    if not boundary:
+        sys.exit(f"{path}: no multipart boundary")
+    delimiter = re.search(rb"(?m)^--" + re.escape(boundary.encode()) + rb"[ \t]*\r?\n", raw)
+    if not delimiter:
+        sys.exit(f"{path}: no delimiter line for boundary {boundary!r}")
+    start = delimiter.end()
+separator = re.compile(rb"\r?\n\r?\n").search(raw, start)
+if not separator:
+    sys.exit(f"{path}: no blank line after the headers of the signed part")
+position = separator.end()
+if not chr(raw[position]).isalnum():
+    sys.exit(f"{path}: body starts with {chr(raw[position])!r}, expected a letter or digit")
+raw[position] = ord("B") if raw[position] == ord("A") else ord("A")
+open(path, "wb").write(raw)
+PY
 }
 
 # Split a multipart/signed message into its signed content (the exact bytes of the first

@@ -38,12 +38,12 @@ step "a wrong PIN fails after one C_Login"
 printf '000000\n' >"$TEST_TMP/wrong-pin.txt"
 sign_through_spy 2 "$TEST_TMP/spy-wrong.log" "$TEST_TMP/wrong-pin.txt" \
     "$TEST_TMP/wrong-pin-signed.eml"
-expect_p11smime_error "CKR_PIN_INCORRECT"
 grep -qE 'Returned: +[0-9]+ CKR_PIN_INCORRECT' -- "$TEST_TMP/spy-wrong.log" ||
     fail "the spy log shows no CKR_PIN_INCORRECT from the token"
 logins=$(count_logins "$TEST_TMP/spy-wrong.log")
 [[ $logins == 1 ]] || fail "a wrong PIN made $logins C_Login calls, expected 1"
 [[ ! -e $TEST_TMP/wrong-pin-signed.eml ]] || fail "a failed sign left its --out file behind"
+expect_p11smime_error "CKR_PIN_INCORRECT"
 
 step "a PIN file without a trailing newline works"
 printf '123456' >"$TEST_TMP/pin-no-newline.txt"

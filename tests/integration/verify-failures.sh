@@ -40,8 +40,8 @@ expect_exit 0 "$P11SMIME" verify "${trusted[@]}" --in "$TEST_TMP/good.eml" \
 
 step "tampered body"
 cp -- "$TEST_TMP/good.eml" "$TEST_TMP/tampered.eml"
-# One byte of the signed text changes; the count check makes sure the edit happened.
-sed -i '0,/^Hello,/s//Hellp,/' "$TEST_TMP/tampered.eml"
+tamper_first_body_byte "$TEST_TMP/tampered.eml" multipart ||
+    fail "cannot change the signed text of $TEST_TMP/tampered.eml"
 [[ $(cmp -l "$TEST_TMP/good.eml" "$TEST_TMP/tampered.eml" | wc -l) == 1 ]] ||
     fail "the tampered copy does not differ from the original in exactly one byte"
 expect_verify_failure "$TEST_TMP/tampered.eml" "signature" "${trusted[@]}"

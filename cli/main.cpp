@@ -79,6 +79,10 @@ int main(int argc, char **argv) {
                  "Exit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
                  "input or environment error.");
     app.require_subcommand(1);
+    app.failure_message([](const CLI::App *, const CLI::Error &error) {
+        return "p11smime: error: " + std::string(error.what()) +
+               "\np11smime: hint: see 'p11smime --help' and 'p11smime COMMAND --help'\n";
+    });
 
     ListOptions list_options;
     SignCommandOptions sign_options;

@@ -1,5 +1,7 @@
 #include "cli/report.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 namespace p11smime::cli {
@@ -51,9 +53,12 @@ void print_slot(std::ostream &out, const SlotInfo &slot) {
         print_certificate(out, certificate);
     for (const auto &key : slot.keys)
         print_key(out, key);
-    bool hidden = !slot.logged_in && std::find(slot.flags.begin(), slot.flags.end(),
-                                               "login-required") != slot.flags.end();
-    if (hidden)
+    auto has_flag = [&slot](const char *flag) {
+        return std::find(slot.flags.begin(), slot.flags.end(), flag) != slot.flags.end();
+    };
+    if (has_flag("not-initialized"))
+        out << "    (the token is not initialised, so it has no objects)\n";
+    else if (!slot.logged_in && has_flag("login-required"))
         out << "    (private keys that need a login are hidden; add --login to show them)\n";
 }
 

@@ -155,16 +155,19 @@ std::string to_lf(std::string_view text) {
 }
 
 bool needs_transfer_encoding(std::string_view text) {
-    size_t line_length = 0;
-    for (char c : text) {
-        auto byte = static_cast<unsigned char>(c);
+    size_t line_start = 0;
+    for (size_t i = 0; i < text.size(); ++i) {
+        auto byte = static_cast<unsigned char>(text[i]);
         if (byte == 0 || byte > 127)
             return true;
-        line_length = c == '\n' ? 0 : line_length + 1;
-        if (line_length > max_line_length + 1) // the +1 allows the CR of a CRLF
+        if (byte != '\n')
+            continue;
+        size_t length = i - line_start - (i > line_start && text[i - 1] == '\r' ? 1 : 0);
+        if (length > max_line_length)
             return true;
+        line_start = i + 1;
     }
-    return false;
+    return text.size() - line_start > max_line_length;
 }
 
 namespace {

@@ -145,7 +145,8 @@ bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedP
     else if (reason == CMS_R_NO_CONTENT)
         failure = "the signed-data carries no content to verify";
     else
-        failure = "the signature cannot be checked: " + detail;
+        failure = "the signature cannot be checked: " +
+                  (detail.empty() ? std::string("OpenSSL gave no reason") : detail);
     return false;
 }
 
@@ -268,6 +269,10 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
                                   " is signed; other parts of the message are not");
 
     CmsPtr cms = parse_cms(part.der);
+    ASN1_OCTET_STRING **econtent = CMS_get0_content(cms.get());
+    if (part.opaque && (!econtent || !*econtent))
+        throw Error("the opaque signed-data carries no content (eContent is absent)",
+                    "a detached signature needs its content: expect multipart/signed");
     X509StackPtr extra = load_certificates(options.signer_certificate_files);
     std::string failure;
     bool signature_valid =

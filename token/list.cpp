@@ -176,6 +176,11 @@ SlotInfo describe_slot(Pkcs11Context &context, PKCS11_SLOT *slot, const TokenOpt
     info.serial = token->serialnr;
     info.flags = token_flags(token);
 
+    // libp11 0.4.12 waits forever when it opens a session on a token that is not
+    // initialised (SoftHSM always offers one), so such a token is listed without objects.
+    if (!token->initialized)
+        return info;
+
     if (login_to_token && token->loginRequired) {
         login(context, slot, nullptr, options);
         info.logged_in = true;
@@ -206,7 +211,7 @@ ModuleInfo list_module(const std::string &module_path, const TokenOptions &optio
     unsigned int need_login = 0;
     for (unsigned int i = 0; i < context.slot_count(); ++i) {
         const PKCS11_TOKEN *token = context.slots()[i].token;
-        need_login += token && token->loginRequired;
+        need_login += token && token->initialized && token->loginRequired;
     }
     if (login && need_login > 1 && !options.prompt_pin)
         throw Error(std::to_string(need_login) + " tokens need a login and the PIN is not typed",

@@ -13,11 +13,16 @@
 namespace p11smime {
 namespace {
 
-// Reads the CKR_ value libp11 queued for its last failure, then drains the queue.
+// Reads the CKR_ value libp11 queued for its last failure, then drains the queue. libp11
+// queues it as the reason of an error whose library number, assigned at run time, is what
+// ERR_get_CKR_code() returns.
 unsigned long take_ckr_code() {
-    int code = ERR_get_CKR_code();
-    clear_openssl_errors();
-    return code > 0 ? static_cast<unsigned long>(code) : CKR_FUNCTION_FAILED;
+    int library = ERR_get_CKR_code();
+    unsigned long rv = CKR_FUNCTION_FAILED;
+    while (unsigned long error = ERR_get_error())
+        if (ERR_GET_LIB(error) == library)
+            rv = ERR_GET_REASON(error);
+    return rv;
 }
 
 std::string token_label(const PKCS11_TOKEN *token) { return token->label ? token->label : ""; }
@@ -28,7 +33,7 @@ bool matches(const std::optional<std::string> &wanted, const char *actual) {
 
 bool token_matches(const Pkcs11Uri &uri, PKCS11_SLOT *slot) {
     const PKCS11_TOKEN *token = slot->token;
-    if (!token)
+    if (!token || !token->initialized)
         return false;
     if (uri.slot_id && *uri.slot_id != PKCS11_get_slotid_from_slot(slot))
         return false;

@@ -36,13 +36,22 @@ check_listing() {
     done
 }
 
-step "list as text"
+step "list without a login hides private keys and says how to show them"
 expect_exit 0 "$P11SMIME" list --module "$SOFTHSM_MODULE"
+grep -qF p11smime-test -- "$LAST_STDOUT" || fail "list does not name the token p11smime-test"
+find_uri "$LAST_STDOUT" rsa2048 cert >/dev/null || fail "list shows no rsa2048 certificate URI"
+if find_uri "$LAST_STDOUT" rsa2048 private >/dev/null; then
+    fail "list showed a private key of SoftHSM without a login"
+fi
+grep -qF -- '--login' "$LAST_STDOUT" || fail "list does not say that --login shows private keys"
+
+step "list as text after a login"
+expect_exit 0 "$P11SMIME" list --module "$SOFTHSM_MODULE" --login --pin-file "$PIN_FILE"
 cp -- "$LAST_STDOUT" "$TEST_TMP/list.txt"
 check_listing "$TEST_TMP/list.txt"
 
-step "list as JSON"
-expect_exit 0 "$P11SMIME" list --module "$SOFTHSM_MODULE" --json
+step "list as JSON after a login"
+expect_exit 0 "$P11SMIME" list --module "$SOFTHSM_MODULE" --login --pin-file "$PIN_FILE" --json
 cp -- "$LAST_STDOUT" "$TEST_TMP/list.json"
 expect_exit 0 python3 -m json.tool "$TEST_TMP/list.json"
 check_listing "$TEST_TMP/list.json"

@@ -1,1 +1,76 @@
 #include <doctest/doctest.h>
+
+#include "common/error.h"
+#include "token/uri.h"
+
+using p11smime::Pkcs11Uri;
+
+TEST_CASE("uri parses token and object attributes") {
+    Pkcs11Uri uri = Pkcs11Uri::parse(
+        "pkcs11:token=My%20Card;manufacturer=Acme;serial=0042;model=PIV;object=sign%20key;"
+        "id=%01%ff;type=private");
+    CHECK(uri.token == "My Card");
+    CHECK(uri.manufacturer == "Acme");
+    CHECK(uri.serial == "0042");
+    CHECK(uri.model == "PIV");
+    CHECK(uri.object == "sign key");
+    REQUIRE(uri.id.has_value());
+    CHECK(*uri.id == std::vector<unsigned char>{0x01, 0xff});
+    CHECK(uri.type == "private");
+}
+
+TEST_CASE("uri parses slot, module and PIN attributes") {
+    Pkcs11Uri uri = Pkcs11Uri::parse(
+        "pkcs11:slot-id=3?module-name=softhsm2&module-path=/usr/lib/x.so"
+        "&pin-source=file:/run/pin&pin-value=1234");
+    CHECK(uri.slot_id == 3ul);
+    CHECK(uri.module_name == "softhsm2");
+    CHECK(uri.module_path == "/usr/lib/x.so");
+    CHECK(uri.pin_source == "file:/run/pin");
+    CHECK(uri.pin_value == "1234");
+}
+
+TEST_CASE("uri leaves absent attributes empty") {
+    Pkcs11Uri uri = Pkcs11Uri::parse("pkcs11:object=k");
+    CHECK_FALSE(uri.token.has_value());
+    CHECK_FALSE(uri.id.has_value());
+    CHECK_FALSE(uri.type.has_value());
+    CHECK_FALSE(uri.slot_id.has_value());
+    CHECK_FALSE(uri.pin_value.has_value());
+}
+
+TEST_CASE("uri round trip keeps every attribute") {
+    Pkcs11Uri uri;
+    uri.token = "p11smime test";
+    uri.serial = "1a2b";
+    uri.object = "key;1";
+    uri.id = std::vector<unsigned char>{0x10, 0x00};
+    uri.type = "cert";
+    uri.module_path = "/opt/module.so";
+    uri.pin_source = "file:/tmp/pin";
+
+    std::string text = uri.to_string();
+    CHECK(text.rfind("pkcs11:", 0) == 0);
+    CHECK(text.find("key;1") == std::string::npos); // ';' inside a value is percent-encoded
+
+    Pkcs11Uri again = Pkcs11Uri::parse(text);
+    CHECK(again.token == uri.token);
+    CHECK(again.serial == uri.serial);
+    CHECK(again.object == uri.object);
+    CHECK(again.id == uri.id);
+    CHECK(again.type == uri.type);
+    CHECK(again.module_path == uri.module_path);
+    CHECK(again.pin_source == uri.pin_source);
+}
+
+TEST_CASE("uri rejects malformed text") {
+    CHECK_THROWS_AS(Pkcs11Uri::parse("pkcs12:object=k"), p11smime::Error);
+    CHECK_THROWS_AS(Pkcs11Uri::parse("pkcs11:id=%zz"), p11smime::Error);
+    CHECK_THROWS_AS(Pkcs11Uri::parse("pkcs11:type=nonsense"), p11smime::Error);
+}
+
+TEST_CASE("uri detection tells URIs from file names") {
+    CHECK(p11smime::is_pkcs11_uri("pkcs11:object=k"));
+    CHECK_FALSE(p11smime::is_pkcs11_uri("cert.pem"));
+    CHECK_FALSE(p11smime::is_pkcs11_uri("./pkcs11:x"));
+}

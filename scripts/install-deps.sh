@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that p11smime needs to build and test, when any is missing.
+set -euo pipefail
+
+readonly PACKAGES=(
+    # build
+    g++ cmake make pkg-config
+    libssl-dev libp11-dev libp11-kit-dev libgmime-3.0-dev
+    libcli11-dev nlohmann-json3-dev doctest-dev
+    # tokens
+    p11-kit softhsm2 opensc libengine-pkcs11-openssl
+    # interoperability and test tools
+    openssl gpgsm libnss3-tools python3 ca-certificates
+)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$package")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+sudo_command=()
+if ((EUID != 0)); then
+    sudo_command=(sudo)
+fi
+echo "p11smime: installing ${missing[*]}" >&2
+"${sudo_command[@]}" apt-get update -q
+DEBIAN_FRONTEND=noninteractive "${sudo_command[@]}" apt-get install -y -q --no-install-recommends \
+    "${missing[@]}"

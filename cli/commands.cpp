@@ -1,11 +1,17 @@
 #include "cli/commands.h"
 
+#include <dirent.h>
+
+#include <cstdlib>
 #include <iostream>
+#include <map>
 
 #include <openssl/pem.h>
 
 #include "cli/io.h"
 #include "cli/report.h"
+#include "cms/decrypt.h"
+#include "cms/encrypt.h"
 #include "cms/sign.h"
 #include "cms/verify.h"
 #include "common/error.h"
@@ -62,6 +68,101 @@ void append_chain(STACK_OF(X509) * chain, const std::optional<std::string> &path
         sk_X509_push(chain, certificate);
 }
 
+std::string lowercase(std::string text) {
+    for (auto &c : text)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+}
+
+bool has_certificate_extension(const std::string &name) {
+    for (const char *extension : {".pem", ".crt", ".cer", ".der"}) {
+        size_t length = std::char_traits<char>::length(extension);
+        if (name.size() > length && name.compare(name.size() - length, length, extension) == 0)
+            return true;
+    }
+    return false;
+}
+
+// Certificates of a --cert-dir folder, indexed by lowercase email address.
+std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &folder) {
+    std::unique_ptr<DIR, int (*)(DIR *)> directory(opendir(folder.c_str()), closedir);
+    if (!directory)
+        throw Error("cannot open certificate folder '" + folder + "'",
+                    "check the path given to --cert-dir");
+    std::multimap<std::string, X509Ptr> index;
+    while (dirent *entry = readdir(directory.get())) {
+        if (!has_certificate_extension(entry->d_name))
+            continue;
+        X509StackPtr certificates = read_certificates(folder + "/" + entry->d_name);
+        while (X509 *certificate = sk_X509_shift(certificates.get())) {
+            X509Ptr owned(certificate);
+            STACK_OF(OPENSSL_STRING) *emails = X509_get1_email(certificate);
+            for (int i = 0; i < sk_OPENSSL_STRING_num(emails); ++i) {
+                X509_up_ref(certificate);
+                index.emplace(lowercase(sk_OPENSSL_STRING_value(emails, i)),
+                              X509Ptr(certificate));
+            }
+            X509_email_free(emails);
+        }
+    }
+    return index;
+}
+
+// Picks, for each address, the first certificate in the folder that passes the recipient
+// checks; an address without one is an error naming it.
+void add_folder_recipients(const std::string &folder, const std::string &message,
+                           std::vector<X509Ptr> &recipients) {
+    std::multimap<std::string, X509Ptr> index = read_certificate_folder(folder);
+    for (const auto &address : recipient_addresses(message)) {
+        auto range = index.equal_range(lowercase(address));
+        X509 *chosen = nullptr;
+        std::string last_problem = "no certificate for it";
+        for (auto it = range.first; it != range.second && !chosen; ++it) {
+            try {
+                check_recipient_certificate(it->second.get(), address);
+                chosen = it->second.get();
+            } catch (const Error &error) {
+                last_problem = error.what();
+            }
+        }
+        if (!chosen)
+            throw Error("recipient '" + address + "' has no usable certificate in '" + folder +
+                            "': " + last_problem,
+                        "add the recipient's certificate to the folder, or remove the address");
+        X509_up_ref(chosen);
+        recipients.emplace_back(chosen);
+    }
+}
+
+std::vector<X509Ptr> resolve_recipients(const EncryptionSettings &settings,
+                                        const TokenOptions &token, const std::string &message) {
+    std::vector<X509Ptr> recipients;
+    for (const auto &recipient : settings.recipients) {
+        X509Ptr certificate = is_pkcs11_uri(recipient)
+                                  ? read_token_certificate(Pkcs11Uri::parse(recipient), token)
+                                  : read_certificate(recipient);
+        check_recipient_certificate(certificate.get(), recipient);
+        recipients.push_back(std::move(certificate));
+    }
+    if (settings.cert_dir)
+        add_folder_recipients(*settings.cert_dir, message, recipients);
+    return recipients;
+}
+
+std::string encrypt_to(const std::vector<X509Ptr> &recipients, const EncryptionSettings &settings,
+                       const std::string &message) {
+    EncryptOptions encrypt;
+    for (const auto &certificate : recipients)
+        encrypt.recipients.push_back(certificate.get());
+    encrypt.cipher = settings.cipher;
+    encrypt.rsa_oaep = settings.rsa_oaep;
+    return encrypt_message(message, encrypt);
+}
+
+bool wants_encryption(const EncryptionSettings &settings) {
+    return !settings.recipients.empty() || settings.cert_dir;
+}
+
 } // namespace
 
 int run_list(const ListOptions &options) {
@@ -84,6 +185,11 @@ int run_sign(const SignCommandOptions &options) {
     else if (options.cert)
         certificate_file = read_certificate(*options.cert);
 
+    std::vector<X509Ptr> recipients;
+    if (wants_encryption(options.encryption))
+        recipients = resolve_recipients(options.encryption, token_options(options.common),
+                                        message);
+
     TokenKey key = open_token_key(key_uri, certificate_uri, token_options(options.common),
                                   !certificate_file);
     X509 *certificate = certificate_file ? certificate_file.get() : key.certificate();
@@ -99,7 +205,12 @@ int run_sign(const SignCommandOptions &options) {
     sign.digest = options.digest;
     sign.rsa_pss = options.rsa_pss;
     sign.opaque = options.opaque;
-    write_output(options.out, sign_message(message, sign));
+    std::string signed_message = sign_message(message, sign);
+    if (!wants_encryption(options.encryption)) {
+        write_output(options.out, signed_message);
+        return exit_success;
+    }
+    write_output(options.out, encrypt_to(recipients, options.encryption, signed_message));
     return exit_success;
 }
 
@@ -126,6 +237,119 @@ int run_verify(const VerifyCommandOptions &options) {
     }
     if (options.out)
         write_output(options.out, result.content);
+    return exit_success;
+}
+
+namespace {
+
+void require_out_for_json(bool json, const std::optional<std::string> &out) {
+    if (json && (!out || *out == "-"))
+        throw Error("--json prints the report on standard output, where the message would go",
+                    "add --out FILE");
+}
+
+std::string subject_text(X509 *certificate) {
+    char text[256];
+    X509_NAME_oneline(X509_get_subject_name(certificate), text, sizeof text);
+    return text;
+}
+
+} // namespace
+
+int run_encrypt(const EncryptCommandOptions &options) {
+    require_out_for_json(options.json, options.out);
+    std::string message = read_input(options.in);
+    std::vector<X509Ptr> recipients =
+        resolve_recipients(options.encryption, token_options(options.common), message);
+    write_output(options.out, encrypt_to(recipients, options.encryption, message));
+
+    if (options.json)
+        print_encrypt_json(std::cout, recipients, options.encryption.cipher,
+                           options.encryption.rsa_oaep);
+    return exit_success;
+}
+
+namespace {
+
+std::string joined_recipients(const std::vector<std::string> &recipients) {
+    std::string text;
+    for (const auto &recipient : recipients)
+        text += (text.empty() ? "" : "; ") + recipient;
+    return text.empty() ? "(no recipients)" : text;
+}
+
+// Opens the decryption key on first use and keeps it for the layers that follow.
+class TokenKeyLookup {
+  public:
+    TokenKeyLookup(const DecryptCommandOptions &options)
+        : options_(options), token_(token_options(options.common)) {}
+
+    DecryptionKey operator()(const std::function<bool(X509 *)> &is_recipient,
+                             const std::vector<std::string> &recipients) {
+        for (const auto &key : keys_)
+            if (is_recipient(key.certificate()))
+                return {key.key(), key.certificate()};
+        if (options_.key)
+            return open_named_key(is_recipient, recipients);
+        std::optional<TokenKey> key = open_recipient_key(is_recipient, token_);
+        if (!key)
+            throw Error("no token key is a recipient of this message, which is encrypted to: " +
+                            joined_recipients(recipients),
+                        "insert the token that holds one of these keys, or name it with --key");
+        keys_.push_back(std::move(*key));
+        return {keys_.back().key(), keys_.back().certificate()};
+    }
+
+  private:
+    DecryptionKey open_named_key(const std::function<bool(X509 *)> &is_recipient,
+                                 const std::vector<std::string> &recipients) {
+        TokenKey key = open_token_key(Pkcs11Uri::parse(*options_.key), std::nullopt, token_);
+        if (!is_recipient(key.certificate()))
+            throw Error("key '" + *options_.key + "' (" + subject_text(key.certificate()) +
+                            ") is not a recipient of this message, which is encrypted to: " +
+                            joined_recipients(recipients),
+                        "name the key of one of these recipients, or leave out --key");
+        keys_.push_back(std::move(key));
+        return {keys_.back().key(), keys_.back().certificate()};
+    }
+
+    const DecryptCommandOptions &options_;
+    TokenOptions token_;
+    std::vector<TokenKey> keys_;
+};
+
+VerifyOptions verify_options(const VerifyCommandOptions &options) {
+    VerifyOptions verify;
+    verify.ca_file = options.ca_file;
+    verify.ca_path = options.ca_path;
+    verify.system_ca = !options.no_system_ca;
+    verify.sender_check = !options.no_sender_check;
+    verify.signer_certificate_files = options.signer_certs;
+    return verify;
+}
+
+} // namespace
+
+int run_decrypt(const DecryptCommandOptions &options) {
+    require_out_for_json(options.verify.json, options.verify.out);
+    std::string message = read_input(options.verify.in);
+    TokenKeyLookup lookup(options);
+    DecryptResult result = decrypt_message(
+        message, std::ref(lookup), verify_options(options.verify), !options.no_verify);
+
+    if (options.verify.json)
+        print_decrypt_json(std::cout, result);
+    else
+        print_decrypt_text(std::cerr, result);
+
+    if (!result.valid) {
+        if (const char *debug = std::getenv("P11SMIME_DEBUG"); debug && *debug &&
+                                                               !result.detail.empty())
+            std::cerr << "p11smime: debug: " << result.detail << "\n";
+        std::cerr << "p11smime: error: " << result.failures.front() << "\n";
+        return exit_check_failed;
+    }
+    write_output(options.verify.out, result.content);
     return exit_success;
 }
 

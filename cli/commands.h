@@ -19,8 +19,16 @@ struct ListOptions {
     bool login = false;
 };
 
+struct EncryptionSettings {
+    std::vector<std::string> recipients; // certificate files or PKCS#11 URIs
+    std::optional<std::string> cert_dir;
+    std::string cipher = "aes-256-cbc";
+    bool rsa_oaep = false;
+};
+
 struct SignCommandOptions {
     CommonOptions common;
+    EncryptionSettings encryption; // used when recipients are given with --encrypt-to
     std::string key;
     std::optional<std::string> cert;
     std::optional<std::string> chain;
@@ -30,6 +38,7 @@ struct SignCommandOptions {
     std::optional<std::string> in;
     std::optional<std::string> out;
 };
+
 
 struct VerifyCommandOptions {
     std::optional<std::string> ca_file;
@@ -42,9 +51,26 @@ struct VerifyCommandOptions {
     std::optional<std::string> out;
 };
 
+struct EncryptCommandOptions {
+    CommonOptions common;
+    EncryptionSettings encryption;
+    bool json = false;
+    std::optional<std::string> in;
+    std::optional<std::string> out;
+};
+
+struct DecryptCommandOptions {
+    CommonOptions common;
+    std::optional<std::string> key;
+    bool no_verify = false;
+    VerifyCommandOptions verify; // its json, in and out are those of decrypt
+};
+
 int run_list(const ListOptions &options);
 int run_sign(const SignCommandOptions &options);
 int run_verify(const VerifyCommandOptions &options);
+int run_encrypt(const EncryptCommandOptions &options);
+int run_decrypt(const DecryptCommandOptions &options);
 
 // Prints a warning on stderr as "p11smime: warning: ...".
 void warn(const std::string &message);

@@ -21,6 +21,33 @@ void add_token_options(CLI::App *command, CommonOptions &common) {
                         "file whose first line is the user PIN (default: ask on the terminal)");
 }
 
+void add_encryption_options(CLI::App *command, EncryptionSettings &settings,
+                            const std::string &recipient_flag) {
+    command->add_option(recipient_flag, settings.recipients,
+                        "recipient certificate: a PEM/DER file or a PKCS#11 URI (repeatable)");
+    command->add_option("--cert-dir", settings.cert_dir,
+                        "folder of recipient certificates, picked by the To, Cc and Bcc "
+                        "addresses");
+    command->add_option("--cipher", settings.cipher,
+                        "content cipher; the GCM ciphers give AuthEnvelopedData "
+                        "(default: aes-256-cbc)")
+        ->check(CLI::IsMember({"aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"}));
+    command->add_flag("--rsa-oaep", settings.rsa_oaep,
+                      "RSAES-OAEP with SHA-256 for RSA recipients instead of PKCS#1 v1.5");
+}
+
+void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
+    command->add_option("--ca-file", options.ca_file, "PEM file of trusted CA certificates");
+    command->add_option("--ca-path", options.ca_path,
+                        "folder of trusted CA certificates, hashed by 'openssl rehash'");
+    command->add_flag("--no-system-ca", options.no_system_ca,
+                      "do not trust the system CA store");
+    command->add_flag("--no-sender-check", options.no_sender_check,
+                      "do not require the From address in the signer certificate");
+    command->add_option("--signer-cert", options.signer_certs,
+                        "signer certificate file, for signatures that do not include it");
+}
+
 CLI::App *add_list(CLI::App &app, ListOptions &options) {
     CLI::App *list = app.add_subcommand("list", "List slots, tokens, certificates and keys with "
                                                 "their PKCS#11 URIs");
@@ -47,19 +74,41 @@ CLI::App *add_sign(CLI::App &app, SignCommandOptions &options) {
     sign->add_option("--in", options.in, "message to sign (default: standard input)");
     sign->add_option("--out", options.out, "signed message (default: standard output)");
     add_token_options(sign, options.common);
+    add_encryption_options(sign, options.encryption, "--encrypt-to");
     return sign;
+}
+
+CLI::App *add_encrypt(CLI::App &app, EncryptCommandOptions &options) {
+    CLI::App *encrypt = app.add_subcommand("encrypt", "Encrypt a message to its recipients");
+    add_encryption_options(encrypt, options.encryption, "--recipient");
+    add_token_options(encrypt, options.common);
+    encrypt->add_flag("--json", options.json,
+                      "print a JSON report of the recipients on standard error");
+    encrypt->add_option("--in", options.in, "message to encrypt (default: standard input)");
+    encrypt->add_option("--out", options.out, "encrypted message (default: standard output)");
+    return encrypt;
+}
+
+CLI::App *add_decrypt(CLI::App &app, DecryptCommandOptions &options) {
+    CLI::App *decrypt = app.add_subcommand(
+        "decrypt", "Decrypt a message with a key on a token and verify any signature inside");
+    decrypt->add_option("--key", options.key,
+                        "PKCS#11 URI of the private key (default: the token key whose "
+                        "certificate is a recipient)");
+    add_token_options(decrypt, options.common);
+    decrypt->add_flag("--no-verify", options.no_verify,
+                      "do not verify signatures; output stops at the first signed layer");
+    add_verify_checks(decrypt, options.verify);
+    decrypt->add_flag("--json", options.verify.json, "print the report as JSON on standard output");
+    decrypt->add_option("--in", options.verify.in, "encrypted message (default: standard input)");
+    decrypt->add_option("--out", options.verify.out,
+                        "decrypted message (default: standard output)");
+    return decrypt;
 }
 
 CLI::App *add_verify(CLI::App &app, VerifyCommandOptions &options) {
     CLI::App *verify = app.add_subcommand("verify", "Verify a signed message");
-    verify->add_option("--ca-file", options.ca_file, "PEM file of trusted CA certificates");
-    verify->add_option("--ca-path", options.ca_path,
-                       "folder of trusted CA certificates, hashed by 'openssl rehash'");
-    verify->add_flag("--no-system-ca", options.no_system_ca, "do not trust the system CA store");
-    verify->add_flag("--no-sender-check", options.no_sender_check,
-                     "do not require the From address in the signer certificate");
-    verify->add_option("--signer-cert", options.signer_certs,
-                       "signer certificate file, for signatures that do not include it");
+    add_verify_checks(verify, options);
     verify->add_flag("--json", options.json, "print the report as JSON on standard output");
     verify->add_option("--in", options.in, "signed message (default: standard input)");
     verify->add_option("--out", options.out, "file for the verified content");
@@ -75,7 +124,7 @@ void print_error(const Error &error) {
 } // namespace
 
 int main(int argc, char **argv) {
-    CLI::App app("p11smime: sign and verify S/MIME mail with keys on a PKCS#11 token.\n"
+    CLI::App app("p11smime: sign, verify, encrypt and decrypt S/MIME mail with keys on a PKCS#11 token.\n"
                  "Exit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
                  "input or environment error.");
     app.require_subcommand(1);
@@ -87,9 +136,13 @@ int main(int argc, char **argv) {
     ListOptions list_options;
     SignCommandOptions sign_options;
     VerifyCommandOptions verify_options;
+    EncryptCommandOptions encrypt_options;
+    DecryptCommandOptions decrypt_options;
     CLI::App *list = add_list(app, list_options);
     CLI::App *sign = add_sign(app, sign_options);
     CLI::App *verify = add_verify(app, verify_options);
+    CLI::App *encrypt = add_encrypt(app, encrypt_options);
+    CLI::App *decrypt = add_decrypt(app, decrypt_options);
 
     try {
         app.parse(argc, argv);
@@ -105,6 +158,10 @@ int main(int argc, char **argv) {
             return run_sign(sign_options);
         if (verify->parsed())
             return run_verify(verify_options);
+        if (encrypt->parsed())
+            return run_encrypt(encrypt_options);
+        if (decrypt->parsed())
+            return run_decrypt(decrypt_options);
     } catch (const Error &error) {
         print_error(error);
         return exit_usage;

@@ -156,14 +156,67 @@ void print_verify_text(std::ostream &out, const VerifyResult &result) {
         out << "  warning:      " << warning << "\n";
 }
 
-void print_verify_json(std::ostream &out, const VerifyResult &result) {
+namespace {
+
+json verify_json(const VerifyResult &result) {
     json signers = json::array();
     for (const auto &signer : result.signers)
         signers.push_back(signer_json(signer));
-    json value = {{"valid", result.valid},       {"structure", result.structure},
-                  {"part", result.part},         {"from", result.from},
-                  {"failures", result.failures}, {"warnings", result.warnings},
-                  {"signers", signers}};
+    return {{"valid", result.valid},       {"structure", result.structure},
+            {"part", result.part},         {"from", result.from},
+            {"failures", result.failures}, {"warnings", result.warnings},
+            {"signers", signers}};
+}
+
+std::string subject_text(X509 *certificate) {
+    char text[256];
+    X509_NAME_oneline(X509_get_subject_name(certificate), text, sizeof text);
+    return text;
+}
+
+} // namespace
+
+void print_verify_json(std::ostream &out, const VerifyResult &result) {
+    out << verify_json(result).dump(2) << "\n";
+}
+
+void print_encrypt_json(std::ostream &out, const std::vector<X509Ptr> &recipients,
+                        const std::string &cipher, bool rsa_oaep) {
+    json list = json::array();
+    for (const auto &certificate : recipients) {
+        int type = EVP_PKEY_get_base_id(X509_get0_pubkey(certificate.get()));
+        std::string key_management = type == EVP_PKEY_EC ? "ECDH with a SHA-256 KDF"
+                                     : rsa_oaep          ? "RSAES-OAEP with SHA-256"
+                                                         : "RSA PKCS#1 v1.5";
+        list.push_back({{"subject", subject_text(certificate.get())},
+                        {"key_management", key_management}});
+    }
+    out << json{{"cipher", cipher}, {"recipients", list}}.dump(2) << "\n";
+}
+
+void print_decrypt_text(std::ostream &out, const DecryptResult &result) {
+    int number = 1;
+    for (const auto &layer : result.layers) {
+        out << "layer " << number++ << ": " << layer.type;
+        if (!layer.recipient.empty())
+            out << ", decrypted with the key of " << layer.recipient;
+        out << "\n";
+        if (layer.has_verification)
+            print_verify_text(out, layer.verification);
+    }
+}
+
+void print_decrypt_json(std::ostream &out, const DecryptResult &result) {
+    json layers = json::array();
+    for (const auto &layer : result.layers) {
+        json value = {{"type", layer.type}};
+        if (!layer.recipient.empty())
+            value["recipient"] = layer.recipient;
+        if (layer.has_verification)
+            value["verification"] = verify_json(layer.verification);
+        layers.push_back(value);
+    }
+    json value = {{"valid", result.valid}, {"failures", result.failures}, {"layers", layers}};
     out << value.dump(2) << "\n";
 }
 

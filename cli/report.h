@@ -3,7 +3,12 @@
 
 #include <ostream>
 
+#include <string>
+#include <vector>
+
+#include "cms/decrypt.h"
 #include "cms/verify.h"
+#include "common/ossl.h"
 #include "token/token.h"
 
 namespace p11smime::cli {
@@ -13,5 +18,11 @@ void print_module_json(std::ostream &out, const ModuleInfo &module);
 
 void print_verify_text(std::ostream &out, const VerifyResult &result);
 void print_verify_json(std::ostream &out, const VerifyResult &result);
+
+void print_encrypt_json(std::ostream &out, const std::vector<X509Ptr> &recipients,
+                        const std::string &cipher, bool rsa_oaep);
+
+void print_decrypt_text(std::ostream &out, const DecryptResult &result);
+void print_decrypt_json(std::ostream &out, const DecryptResult &result);
 
 } // namespace p11smime::cli

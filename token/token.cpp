@@ -274,6 +274,31 @@ X509StackPtr token_chain(PKCS11_SLOT *slot, X509 *certificate) {
     return chain;
 }
 
+// Returns the certificates on the slot's token, enumerated without a login.
+std::vector<PKCS11_CERT *> token_certificates(PKCS11_SLOT *slot) {
+    PKCS11_CERT *certs = nullptr;
+    unsigned int count = 0;
+    if (PKCS11_enumerate_certs(slot->token, &certs, &count) != 0)
+        throw Pkcs11Error(take_ckr_code(), "C_FindObjects (certificates)",
+                          token_label(slot->token));
+    std::vector<PKCS11_CERT *> result;
+    for (unsigned int i = 0; i < count; ++i)
+        if (certs[i].x509)
+            result.push_back(&certs[i]);
+    return result;
+}
+
+// Returns the URI of the private key with the certificate's CKA_ID on the slot's token.
+Pkcs11Uri key_uri_for(PKCS11_SLOT *slot, const PKCS11_CERT *cert) {
+    Pkcs11Uri uri;
+    uri.token = slot->token->label;
+    uri.serial = slot->token->serialnr;
+    uri.slot_id = PKCS11_get_slotid_from_slot(slot);
+    uri.id.emplace(cert->id, cert->id + cert->id_len);
+    uri.type = "private";
+    return uri;
+}
+
 } // namespace
 
 TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
@@ -306,6 +331,40 @@ TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri>
     X509StackPtr chain = certificate ? token_chain(found.slot, certificate.get())
                                      : X509StackPtr(sk_X509_new_null());
     return TokenKey(std::move(context), std::move(key), std::move(certificate), std::move(chain));
+}
+
+X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options) {
+    Pkcs11Context context(choose_module(&uri, options));
+    Pkcs11Uri certificate_uri = uri;
+    certificate_uri.type.reset();
+    for (PKCS11_SLOT *slot : matching_slots(context, uri))
+        for (PKCS11_CERT *cert : token_certificates(slot))
+            if (certificate_matches(certificate_uri, *cert))
+                return copy_certificate(cert->x509);
+    throw Error("no certificate matching '" + uri.to_string() + "'",
+                "run 'p11smime list' to see the certificates and their URIs");
+}
+
+std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
+                                           const TokenOptions &options) {
+    std::optional<Pkcs11Uri> found;
+    {
+        Pkcs11Context context(choose_module(nullptr, options));
+        Pkcs11Uri any_token;
+        for (PKCS11_SLOT *slot : matching_slots(context, any_token)) {
+            for (PKCS11_CERT *cert : token_certificates(slot)) {
+                if (is_recipient(cert->x509)) {
+                    found = key_uri_for(slot, cert);
+                    break;
+                }
+            }
+            if (found)
+                break;
+        }
+    }
+    if (!found)
+        return std::nullopt;
+    return open_token_key(*found, std::nullopt, options);
 }
 
 } // namespace p11smime

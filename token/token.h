@@ -137,4 +137,14 @@ class TokenKey {
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token = true);
 
+// Returns the certificate named by uri (type=cert, or a key's URI whose certificate shares its
+// label or CKA_ID), read without logging in. Throws Error when none matches.
+X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options);
+
+// Finds a token certificate for which is_recipient returns true, and opens the private key
+// with the same CKA_ID, logging in to that token only. Searches every initialised token of
+// the chosen module; returns nothing when no certificate matches.
+std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
+                                           const TokenOptions &options);
+
 } // namespace p11smime

@@ -3,15 +3,20 @@
 #include <dirent.h>
 
 #include <cstdlib>
+#include <deque>
 #include <iostream>
 #include <map>
+#include <mutex>
+#include <sstream>
 
 #include <openssl/pem.h>
 
+#include "cli/batch.h"
 #include "cli/io.h"
 #include "cli/report.h"
 #include "cms/decrypt.h"
 #include "cms/encrypt.h"
+#include "cms/mime.h"
 #include "cms/sign.h"
 #include "cms/verify.h"
 #include "common/error.h"
@@ -110,9 +115,9 @@ std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &f
 
 // Picks, for each address, the first certificate in the folder that passes the recipient
 // checks; an address without one is an error naming it.
-void add_folder_recipients(const std::string &folder, const std::string &message,
-                           std::vector<X509Ptr> &recipients) {
-    std::multimap<std::string, X509Ptr> index = read_certificate_folder(folder);
+void add_folder_recipients(const std::string &folder,
+                           const std::multimap<std::string, X509Ptr> &index,
+                           const std::string &message, std::vector<X509Ptr> &recipients) {
     for (const auto &address : recipient_addresses(message)) {
         auto range = index.equal_range(lowercase(address));
         X509 *chosen = nullptr;
@@ -134,20 +139,46 @@ void add_folder_recipients(const std::string &folder, const std::string &message
     }
 }
 
-std::vector<X509Ptr> resolve_recipients(const EncryptionSettings &settings,
-                                        const TokenOptions &token, const std::string &message) {
-    std::vector<X509Ptr> recipients;
-    for (const auto &recipient : settings.recipients) {
-        X509Ptr certificate = is_pkcs11_uri(recipient)
-                                  ? read_token_certificate(Pkcs11Uri::parse(recipient), token)
-                                  : read_certificate(recipient);
-        check_recipient_certificate(certificate.get(), recipient);
-        recipients.push_back(std::move(certificate));
-    }
-    if (settings.cert_dir)
-        add_folder_recipients(*settings.cert_dir, message, recipients);
-    return recipients;
+X509Ptr shared_copy(X509 *certificate) {
+    X509_up_ref(certificate);
+    return X509Ptr(certificate);
 }
+
+// The recipients of `encrypt` and `sign --encrypt-to`. The certificates named on the command
+// line are read and checked once, and the --cert-dir folder is indexed once, so that a batch
+// reads each certificate once. Read-only after construction, so worker threads share it.
+class Recipients {
+  public:
+    Recipients(const EncryptionSettings &settings, const TokenOptions &token)
+        : settings_(settings) {
+        for (const auto &recipient : settings.recipients) {
+            X509Ptr certificate =
+                is_pkcs11_uri(recipient)
+                    ? read_token_certificate(Pkcs11Uri::parse(recipient), token)
+                    : read_certificate(recipient);
+            check_recipient_certificate(certificate.get(), recipient);
+            named_.push_back(std::move(certificate));
+        }
+        if (settings.cert_dir)
+            folder_ = read_certificate_folder(*settings.cert_dir);
+    }
+
+    // Returns the named certificates, then one from the folder for each To, Cc and Bcc
+    // address of message. Throws Error for an address without a usable certificate.
+    std::vector<X509Ptr> for_message(const std::string &message) const {
+        std::vector<X509Ptr> recipients;
+        for (const auto &certificate : named_)
+            recipients.push_back(shared_copy(certificate.get()));
+        if (settings_.cert_dir)
+            add_folder_recipients(*settings_.cert_dir, folder_, message, recipients);
+        return recipients;
+    }
+
+  private:
+    const EncryptionSettings &settings_;
+    std::vector<X509Ptr> named_;
+    std::multimap<std::string, X509Ptr> folder_;
+};
 
 std::string encrypt_to(const std::vector<X509Ptr> &recipients, const EncryptionSettings &settings,
                        const std::string &message) {
@@ -163,6 +194,90 @@ bool wants_encryption(const EncryptionSettings &settings) {
     return !settings.recipients.empty() || settings.cert_dir;
 }
 
+bool is_batch(const BatchSettings &batch) { return !batch.files.empty(); }
+
+// Checks that the batch form (FILE... with --out-dir) and the single form (--in, --out) are
+// not mixed, and that a batch that writes files has somewhere to write them.
+void check_batch_usage(const BatchSettings &batch, const std::optional<std::string> &in,
+                       const std::optional<std::string> &out, bool out_dir_required) {
+    if (!is_batch(batch)) {
+        if (batch.out_dir)
+            throw Error("--out-dir needs input files", "name the files after the options");
+        return;
+    }
+    if (in || out)
+        throw Error("--in and --out cannot be combined with input files",
+                    "use --out-dir DIR FILE... for many files, or --in and --out for one");
+    if (out_dir_required && !batch.out_dir)
+        throw Error("input files need --out-dir for their outputs",
+                    "add --out-dir DIR; each output gets its input's name");
+}
+
+// Runs process on each file of the batch on worker threads; see run_batch().
+int run_files(const BatchSettings &batch,
+              const std::function<FileOutcome(const BatchFile &)> &process) {
+    std::vector<BatchFile> files = plan_batch(batch.files, batch.out_dir);
+    ensure_gmime_initialised(); // g_mime_init() is not thread-safe
+    return run_batch(files, worker_count(batch.jobs), process);
+}
+
+std::string batch_header(const std::string &file) { return file + ":\n"; }
+
+// The parts of `sign` that are set up once and shared by every file: the token key, logged
+// in once, its certificate and chain, and the recipients of --encrypt-to.
+// NOTE: a batch stops at the first token failure; a key that reconnects after a lost session
+// would let the remaining files go on.
+class Signer {
+  public:
+    explicit Signer(const SignCommandOptions &options) : options_(options) {
+        TokenOptions token = token_options(options.common);
+        if (wants_encryption(options.encryption))
+            recipients_.emplace(options.encryption, token);
+
+        Pkcs11Uri key_uri = Pkcs11Uri::parse(options.key);
+        std::optional<Pkcs11Uri> certificate_uri;
+        X509Ptr certificate_file;
+        if (options.cert && is_pkcs11_uri(*options.cert))
+            certificate_uri = Pkcs11Uri::parse(*options.cert);
+        else if (options.cert)
+            certificate_file = read_certificate(*options.cert);
+
+        key_.emplace(open_token_key(key_uri, certificate_uri, token, !certificate_file));
+        certificate_ = certificate_file ? std::move(certificate_file)
+                                        : shared_copy(key_->certificate());
+        if (X509_check_private_key(certificate_.get(), key_->key()) != 1)
+            throw OpensslError("the certificate does not belong to key '" + options.key + "'",
+                               "pass the matching certificate with --cert");
+        append_chain(key_->chain(), options.chain);
+    }
+
+    // Signs the message in the file in (standard input when empty) and writes it to out.
+    void sign_file(const std::optional<std::string> &in,
+                   const std::optional<std::string> &out) const {
+        std::string message = read_input(in);
+        SignOptions sign;
+        sign.key = key_->key();
+        sign.certificate = certificate_.get();
+        sign.chain = key_->chain();
+        sign.digest = options_.digest;
+        sign.rsa_pss = options_.rsa_pss;
+        sign.opaque = options_.opaque;
+        std::string signed_message = sign_message(message, sign);
+        if (!recipients_) {
+            write_output(out, signed_message);
+            return;
+        }
+        std::vector<X509Ptr> recipients = recipients_->for_message(message);
+        write_output(out, encrypt_to(recipients, options_.encryption, signed_message));
+    }
+
+  private:
+    const SignCommandOptions &options_;
+    std::optional<Recipients> recipients_;
+    std::optional<TokenKey> key_;
+    X509Ptr certificate_;
+};
+
 } // namespace
 
 int run_list(const ListOptions &options) {
@@ -176,54 +291,76 @@ int run_list(const ListOptions &options) {
 }
 
 int run_sign(const SignCommandOptions &options) {
-    std::string message = read_input(options.in);
-    Pkcs11Uri key_uri = Pkcs11Uri::parse(options.key);
-    std::optional<Pkcs11Uri> certificate_uri;
-    X509Ptr certificate_file;
-    if (options.cert && is_pkcs11_uri(*options.cert))
-        certificate_uri = Pkcs11Uri::parse(*options.cert);
-    else if (options.cert)
-        certificate_file = read_certificate(*options.cert);
-
-    std::vector<X509Ptr> recipients;
-    if (wants_encryption(options.encryption))
-        recipients = resolve_recipients(options.encryption, token_options(options.common),
-                                        message);
-
-    TokenKey key = open_token_key(key_uri, certificate_uri, token_options(options.common),
-                                  !certificate_file);
-    X509 *certificate = certificate_file ? certificate_file.get() : key.certificate();
-    if (X509_check_private_key(certificate, key.key()) != 1)
-        throw OpensslError("the certificate does not belong to key '" + options.key + "'",
-                           "pass the matching certificate with --cert");
-    append_chain(key.chain(), options.chain);
-
-    SignOptions sign;
-    sign.key = key.key();
-    sign.certificate = certificate;
-    sign.chain = key.chain();
-    sign.digest = options.digest;
-    sign.rsa_pss = options.rsa_pss;
-    sign.opaque = options.opaque;
-    std::string signed_message = sign_message(message, sign);
-    if (!wants_encryption(options.encryption)) {
-        write_output(options.out, signed_message);
+    check_batch_usage(options.batch, options.in, options.out, true);
+    if (!is_batch(options.batch)) {
+        Signer(options).sign_file(options.in, options.out);
         return exit_success;
     }
-    write_output(options.out, encrypt_to(recipients, options.encryption, signed_message));
-    return exit_success;
+    Signer signer(options);
+    return run_files(options.batch, [&signer](const BatchFile &file) {
+        signer.sign_file(file.input, file.output);
+        return FileOutcome{};
+    });
 }
 
-int run_verify(const VerifyCommandOptions &options) {
-    std::string message = read_input(options.in);
+namespace {
+
+VerifyOptions verify_options(const VerifyCommandOptions &options) {
     VerifyOptions verify;
     verify.ca_file = options.ca_file;
     verify.ca_path = options.ca_path;
     verify.system_ca = !options.no_system_ca;
     verify.sender_check = !options.no_sender_check;
     verify.signer_certificate_files = options.signer_certs;
+    return verify;
+}
 
-    VerifyResult result = verify_message(message, verify);
+// Verifies one file of a batch. The report goes to standard output, after a line naming the
+// file, or as one line of JSON; a failed check makes the status 1 and writes no output.
+FileOutcome verify_batch_file(const VerifyCommandOptions &options, const BatchFile &file) {
+    VerifyResult result = verify_message(read_input(file.input), verify_options(options));
+    FileOutcome outcome;
+    outcome.status = result.valid ? exit_success : exit_check_failed;
+    std::ostringstream report;
+    if (options.json)
+        print_batch_verify_json(report, file.input, outcome.status, result);
+    else
+        print_verify_text(report << batch_header(file.input), result);
+    outcome.report = report.str();
+
+    for (const auto &warning : result.warnings)
+        outcome.notices += "p11smime: warning: " + file.input + ": " + warning + "\n";
+    if (!result.valid)
+        outcome.notices += "p11smime: error: " + file.input + ": verification failed: " +
+                           result.failures.front() + "\n";
+    else if (file.output)
+        write_output(file.output, result.content);
+    return outcome;
+}
+
+int run_verify_batch(const VerifyCommandOptions &options) {
+    return run_files(options.batch, [&options](const BatchFile &file) {
+        try {
+            return verify_batch_file(options, file);
+        } catch (const Error &error) {
+            if (!options.json)
+                throw;
+            std::ostringstream report;
+            print_batch_error_json(report, file.input, error);
+            return FileOutcome{2, report.str(), error_notice(file.input, error)};
+        }
+    });
+}
+
+} // namespace
+
+int run_verify(const VerifyCommandOptions &options) {
+    check_batch_usage(options.batch, options.in, options.out, false);
+    if (is_batch(options.batch))
+        return run_verify_batch(options);
+
+    std::string message = read_input(options.in);
+    VerifyResult result = verify_message(message, verify_options(options));
     if (options.json)
         print_verify_json(std::cout, result);
     else
@@ -254,19 +391,43 @@ std::string subject_text(X509 *certificate) {
     return text;
 }
 
+// Encrypts one file to its recipients and returns them, for the --json report.
+std::vector<X509Ptr> encrypt_file(const EncryptCommandOptions &options,
+                                  const Recipients &recipients,
+                                  const std::optional<std::string> &in,
+                                  const std::optional<std::string> &out) {
+    std::string message = read_input(in);
+    std::vector<X509Ptr> certificates = recipients.for_message(message);
+    write_output(out, encrypt_to(certificates, options.encryption, message));
+    return certificates;
+}
+
 } // namespace
 
 int run_encrypt(const EncryptCommandOptions &options) {
-    require_out_for_json(options.json, options.out);
-    std::string message = read_input(options.in);
-    std::vector<X509Ptr> recipients =
-        resolve_recipients(options.encryption, token_options(options.common), message);
-    write_output(options.out, encrypt_to(recipients, options.encryption, message));
+    check_batch_usage(options.batch, options.in, options.out, true);
+    if (!is_batch(options.batch))
+        require_out_for_json(options.json, options.out);
+    Recipients recipients(options.encryption, token_options(options.common));
 
-    if (options.json)
-        print_encrypt_json(std::cout, recipients, options.encryption.cipher,
-                           options.encryption.rsa_oaep);
-    return exit_success;
+    if (!is_batch(options.batch)) {
+        std::vector<X509Ptr> used = encrypt_file(options, recipients, options.in, options.out);
+        if (options.json)
+            print_encrypt_json(std::cout, used, options.encryption.cipher,
+                               options.encryption.rsa_oaep);
+        return exit_success;
+    }
+    return run_files(options.batch, [&](const BatchFile &file) {
+        std::vector<X509Ptr> used = encrypt_file(options, recipients, file.input, file.output);
+        FileOutcome outcome;
+        if (options.json) {
+            std::ostringstream report;
+            print_batch_encrypt_json(report, file.input, used, options.encryption.cipher,
+                                     options.encryption.rsa_oaep);
+            outcome.report = report.str();
+        }
+        return outcome;
+    });
 }
 
 namespace {
@@ -278,7 +439,9 @@ std::string joined_recipients(const std::vector<std::string> &recipients) {
     return text.empty() ? "(no recipients)" : text;
 }
 
-// Opens the decryption key on first use and keeps it for the layers that follow.
+// Opens the decryption key on first use and keeps it for the layers and files that follow.
+// Every key comes from one loaded module, so a token is logged in to once. Worker threads
+// share one lookup; a mutex guards the list of keys, which only grows.
 class TokenKeyLookup {
   public:
     TokenKeyLookup(const DecryptCommandOptions &options)
@@ -286,12 +449,13 @@ class TokenKeyLookup {
 
     DecryptionKey operator()(const std::function<bool(X509 *)> &is_recipient,
                              const std::vector<std::string> &recipients) {
+        std::lock_guard<std::mutex> lock(mutex_);
         for (const auto &key : keys_)
             if (is_recipient(key.certificate()))
                 return {key.key(), key.certificate()};
         if (options_.key)
             return open_named_key(is_recipient, recipients);
-        std::optional<TokenKey> key = open_recipient_key(is_recipient, token_);
+        std::optional<TokenKey> key = open_recipient_key(module(nullptr), is_recipient, token_);
         if (!key)
             throw Error("no token key is a recipient of this message, which is encrypted to: " +
                             joined_recipients(recipients),
@@ -303,7 +467,8 @@ class TokenKeyLookup {
   private:
     DecryptionKey open_named_key(const std::function<bool(X509 *)> &is_recipient,
                                  const std::vector<std::string> &recipients) {
-        TokenKey key = open_token_key(Pkcs11Uri::parse(*options_.key), std::nullopt, token_);
+        Pkcs11Uri uri = Pkcs11Uri::parse(*options_.key);
+        TokenKey key = open_token_key(module(&uri), uri, std::nullopt, token_);
         if (!is_recipient(key.certificate()))
             throw Error("key '" + *options_.key + "' (" + subject_text(key.certificate()) +
                             ") is not a recipient of this message, which is encrypted to: " +
@@ -313,44 +478,67 @@ class TokenKeyLookup {
         return {keys_.back().key(), keys_.back().certificate()};
     }
 
+    const std::shared_ptr<Pkcs11Context> &module(const Pkcs11Uri *uri) {
+        if (!module_)
+            module_ = load_module(choose_module(uri, token_));
+        return module_;
+    }
+
     const DecryptCommandOptions &options_;
     TokenOptions token_;
-    std::vector<TokenKey> keys_;
+    std::mutex mutex_;
+    std::shared_ptr<Pkcs11Context> module_;
+    std::deque<TokenKey> keys_; // a deque, so a growing list never moves the keys in use
 };
 
-VerifyOptions verify_options(const VerifyCommandOptions &options) {
-    VerifyOptions verify;
-    verify.ca_file = options.ca_file;
-    verify.ca_path = options.ca_path;
-    verify.system_ca = !options.no_system_ca;
-    verify.sender_check = !options.no_sender_check;
-    verify.signer_certificate_files = options.signer_certs;
-    return verify;
+// Decrypts one file. The layer report goes to standard error in text, or to standard output
+// as JSON; a failure writes no output.
+FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &lookup,
+                         const std::optional<std::string> &in,
+                         const std::optional<std::string> &out) {
+    DecryptResult result = decrypt_message(read_input(in), std::ref(lookup),
+                                           verify_options(options.verify), !options.no_verify);
+    FileOutcome outcome;
+    outcome.status = result.valid ? exit_success : exit_check_failed;
+    std::ostringstream report;
+    if (options.verify.json && is_batch(options.batch))
+        print_batch_decrypt_json(report, *in, outcome.status, result);
+    else if (options.verify.json)
+        print_decrypt_json(report, result);
+    else
+        print_decrypt_text(report, result);
+    (options.verify.json ? outcome.report : outcome.notices) = report.str();
+
+    if (!result.valid) {
+        if (const char *debug = std::getenv("P11SMIME_DEBUG"); debug && *debug &&
+                                                               !result.detail.empty())
+            outcome.notices += "p11smime: debug: " + result.detail + "\n";
+        std::string prefix = is_batch(options.batch) ? *in + ": " : "";
+        outcome.notices += "p11smime: error: " + prefix + result.failures.front() + "\n";
+        return outcome;
+    }
+    write_output(out, result.content);
+    return outcome;
 }
 
 } // namespace
 
 int run_decrypt(const DecryptCommandOptions &options) {
-    require_out_for_json(options.verify.json, options.verify.out);
-    std::string message = read_input(options.verify.in);
+    check_batch_usage(options.batch, options.verify.in, options.verify.out, true);
     TokenKeyLookup lookup(options);
-    DecryptResult result = decrypt_message(
-        message, std::ref(lookup), verify_options(options.verify), !options.no_verify);
+    if (is_batch(options.batch))
+        return run_files(options.batch, [&](const BatchFile &file) {
+            FileOutcome outcome = decrypt_file(options, lookup, file.input, file.output);
+            if (!options.verify.json)
+                outcome.notices = batch_header(file.input) + outcome.notices;
+            return outcome;
+        });
 
-    if (options.verify.json)
-        print_decrypt_json(std::cout, result);
-    else
-        print_decrypt_text(std::cerr, result);
-
-    if (!result.valid) {
-        if (const char *debug = std::getenv("P11SMIME_DEBUG"); debug && *debug &&
-                                                               !result.detail.empty())
-            std::cerr << "p11smime: debug: " << result.detail << "\n";
-        std::cerr << "p11smime: error: " << result.failures.front() << "\n";
-        return exit_check_failed;
-    }
-    write_output(options.verify.out, result.content);
-    return exit_success;
+    require_out_for_json(options.verify.json, options.verify.out);
+    FileOutcome outcome = decrypt_file(options, lookup, options.verify.in, options.verify.out);
+    std::cout << outcome.report;
+    std::cerr << outcome.notices;
+    return outcome.status;
 }
 
 } // namespace p11smime::cli

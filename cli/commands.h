@@ -13,6 +13,13 @@ struct CommonOptions {
     std::optional<std::string> pin_file;
 };
 
+// The batch form of sign, verify, encrypt and decrypt: FILE... with --out-dir and --jobs.
+struct BatchSettings {
+    std::vector<std::string> files; // batch mode when not empty
+    std::optional<std::string> out_dir;
+    std::optional<unsigned> jobs; // worker threads; default: the number of cores
+};
+
 struct ListOptions {
     CommonOptions common;
     bool json = false;
@@ -37,6 +44,7 @@ struct SignCommandOptions {
     bool rsa_pss = false;
     std::optional<std::string> in;
     std::optional<std::string> out;
+    BatchSettings batch;
 };
 
 
@@ -49,6 +57,7 @@ struct VerifyCommandOptions {
     bool json = false;
     std::optional<std::string> in;
     std::optional<std::string> out;
+    BatchSettings batch;
 };
 
 struct EncryptCommandOptions {
@@ -57,6 +66,7 @@ struct EncryptCommandOptions {
     bool json = false;
     std::optional<std::string> in;
     std::optional<std::string> out;
+    BatchSettings batch;
 };
 
 struct DecryptCommandOptions {
@@ -64,6 +74,7 @@ struct DecryptCommandOptions {
     std::optional<std::string> key;
     bool no_verify = false;
     VerifyCommandOptions verify; // its json, in and out are those of decrypt
+    BatchSettings batch;
 };
 
 int run_list(const ListOptions &options);

@@ -68,7 +68,7 @@ void write_output(const std::optional<std::string> &path, const std::string &dat
                     "check that the output folder exists and is writable");
     try {
         write_all(fd, data, *path);
-        if (fsync(fd) != 0 || close(fd) != 0)
+        if (close(fd) != 0)
             throw Error("cannot write '" + *path + "': " + std::strerror(errno));
         fd = -1;
         if (rename(name.data(), path->c_str()) != 0)

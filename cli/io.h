@@ -12,7 +12,9 @@ namespace p11smime::cli {
 std::string read_input(const std::optional<std::string> &path);
 
 // Writes data to a file atomically (a temporary file in the same folder, then rename), or to
-// standard output when path is empty or "-". A failure leaves no partial file behind.
+// standard output when path is empty or "-". A failure leaves no partial file behind. Like
+// openssl and gpg, it does not call fsync, because that cost more than the token's signature
+// for a small message. Durability across a power loss is left to the caller.
 void write_output(const std::optional<std::string> &path, const std::string &data);
 
 // Asks for the PIN of the named token on /dev/tty with echo off. Returns an empty function

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/batch.h"
 #include "cli/commands.h"
 #include "common/error.h"
 
@@ -48,6 +49,17 @@ void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
                         "signer certificate file, for signatures that do not include it");
 }
 
+void add_batch_options(CLI::App *command, BatchSettings &batch, const std::string &outputs) {
+    command->add_option("files", batch.files,
+                        "messages to process in one batch, with one login (instead of --in)");
+    command->add_option("--out-dir", batch.out_dir,
+                        "folder for the " + outputs + " of a batch, each named like its input");
+    command->add_option("--jobs", batch.jobs,
+                        "worker threads for a batch (default: the number of cores, at most " +
+                            std::to_string(max_jobs) + ")")
+        ->check(CLI::Range(1u, max_jobs));
+}
+
 CLI::App *add_list(CLI::App &app, ListOptions &options) {
     CLI::App *list = app.add_subcommand("list", "List slots, tokens, certificates and keys with "
                                                 "their PKCS#11 URIs");
@@ -75,6 +87,7 @@ CLI::App *add_sign(CLI::App &app, SignCommandOptions &options) {
     sign->add_option("--out", options.out, "signed message (default: standard output)");
     add_token_options(sign, options.common);
     add_encryption_options(sign, options.encryption, "--encrypt-to");
+    add_batch_options(sign, options.batch, "signed messages");
     return sign;
 }
 
@@ -86,6 +99,7 @@ CLI::App *add_encrypt(CLI::App &app, EncryptCommandOptions &options) {
                       "print a JSON report of the recipients on standard error");
     encrypt->add_option("--in", options.in, "message to encrypt (default: standard input)");
     encrypt->add_option("--out", options.out, "encrypted message (default: standard output)");
+    add_batch_options(encrypt, options.batch, "encrypted messages");
     return encrypt;
 }
 
@@ -103,6 +117,7 @@ CLI::App *add_decrypt(CLI::App &app, DecryptCommandOptions &options) {
     decrypt->add_option("--in", options.verify.in, "encrypted message (default: standard input)");
     decrypt->add_option("--out", options.verify.out,
                         "decrypted message (default: standard output)");
+    add_batch_options(decrypt, options.batch, "decrypted messages");
     return decrypt;
 }
 
@@ -112,6 +127,7 @@ CLI::App *add_verify(CLI::App &app, VerifyCommandOptions &options) {
     verify->add_flag("--json", options.json, "print the report as JSON on standard output");
     verify->add_option("--in", options.in, "signed message (default: standard input)");
     verify->add_option("--out", options.out, "file for the verified content");
+    add_batch_options(verify, options.batch, "verified contents");
     return verify;
 }
 

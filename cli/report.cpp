@@ -180,8 +180,10 @@ void print_verify_json(std::ostream &out, const VerifyResult &result) {
     out << verify_json(result).dump(2) << "\n";
 }
 
-void print_encrypt_json(std::ostream &out, const std::vector<X509Ptr> &recipients,
-                        const std::string &cipher, bool rsa_oaep) {
+namespace {
+
+json encrypt_json(const std::vector<X509Ptr> &recipients, const std::string &cipher,
+                  bool rsa_oaep) {
     json list = json::array();
     for (const auto &certificate : recipients) {
         int type = EVP_PKEY_get_base_id(X509_get0_pubkey(certificate.get()));
@@ -191,7 +193,53 @@ void print_encrypt_json(std::ostream &out, const std::vector<X509Ptr> &recipient
         list.push_back({{"subject", subject_text(certificate.get())},
                         {"key_management", key_management}});
     }
-    out << json{{"cipher", cipher}, {"recipients", list}}.dump(2) << "\n";
+    return {{"cipher", cipher}, {"recipients", list}};
+}
+
+json decrypt_json(const DecryptResult &result) {
+    json layers = json::array();
+    for (const auto &layer : result.layers) {
+        json value = {{"type", layer.type}};
+        if (!layer.recipient.empty())
+            value["recipient"] = layer.recipient;
+        if (layer.has_verification)
+            value["verification"] = verify_json(layer.verification);
+        layers.push_back(value);
+    }
+    return {{"valid", result.valid}, {"failures", result.failures}, {"layers", layers}};
+}
+
+void print_line(std::ostream &out, const std::string &file, int status, const char *key,
+                json report) {
+    out << json{{"file", file}, {"exit_status", status}, {key, std::move(report)}}.dump()
+        << "\n";
+}
+
+} // namespace
+
+void print_encrypt_json(std::ostream &out, const std::vector<X509Ptr> &recipients,
+                        const std::string &cipher, bool rsa_oaep) {
+    out << encrypt_json(recipients, cipher, rsa_oaep).dump(2) << "\n";
+}
+
+void print_batch_verify_json(std::ostream &out, const std::string &file, int status,
+                             const VerifyResult &result) {
+    print_line(out, file, status, "verification", verify_json(result));
+}
+
+void print_batch_encrypt_json(std::ostream &out, const std::string &file,
+                              const std::vector<X509Ptr> &recipients, const std::string &cipher,
+                              bool rsa_oaep) {
+    print_line(out, file, 0, "encryption", encrypt_json(recipients, cipher, rsa_oaep));
+}
+
+void print_batch_decrypt_json(std::ostream &out, const std::string &file, int status,
+                              const DecryptResult &result) {
+    print_line(out, file, status, "decryption", decrypt_json(result));
+}
+
+void print_batch_error_json(std::ostream &out, const std::string &file, const Error &error) {
+    print_line(out, file, 2, "error", error.what());
 }
 
 void print_decrypt_text(std::ostream &out, const DecryptResult &result) {
@@ -207,17 +255,7 @@ void print_decrypt_text(std::ostream &out, const DecryptResult &result) {
 }
 
 void print_decrypt_json(std::ostream &out, const DecryptResult &result) {
-    json layers = json::array();
-    for (const auto &layer : result.layers) {
-        json value = {{"type", layer.type}};
-        if (!layer.recipient.empty())
-            value["recipient"] = layer.recipient;
-        if (layer.has_verification)
-            value["verification"] = verify_json(layer.verification);
-        layers.push_back(value);
-    }
-    json value = {{"valid", result.valid}, {"failures", result.failures}, {"layers", layers}};
-    out << value.dump(2) << "\n";
+    out << decrypt_json(result).dump(2) << "\n";
 }
 
 } // namespace p11smime::cli

@@ -310,14 +310,24 @@ TokenKey::~TokenKey() = default;
 TokenKey::TokenKey(TokenKey &&) noexcept = default;
 TokenKey &TokenKey::operator=(TokenKey &&) noexcept = default;
 
+std::shared_ptr<Pkcs11Context> load_module(const std::string &path) {
+    return std::make_shared<Pkcs11Context>(path);
+}
+
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
+                        const TokenOptions &options, bool certificate_on_token) {
+    return open_token_key(load_module(choose_module(&key_uri, options)), key_uri,
+                          certificate_uri, options, certificate_on_token);
+}
+
+TokenKey open_token_key(const std::shared_ptr<Pkcs11Context> &module, const Pkcs11Uri &key_uri,
+                        const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token) {
     if (key_uri.type && *key_uri.type != "private")
         throw Error("key URI '" + key_uri.to_string() + "' names type=" + *key_uri.type,
                     "use the URI of a private key (type=private)");
 
-    auto context = std::make_shared<Pkcs11Context>(choose_module(&key_uri, options));
-    FoundKey found = find_key(*context, key_uri, options);
+    FoundKey found = find_key(*module, key_uri, options);
 
     X509Ptr certificate;
     if (certificate_on_token)
@@ -330,7 +340,7 @@ TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri>
 
     X509StackPtr chain = certificate ? token_chain(found.slot, certificate.get())
                                      : X509StackPtr(sk_X509_new_null());
-    return TokenKey(std::move(context), std::move(key), std::move(certificate), std::move(chain));
+    return TokenKey(module, std::move(key), std::move(certificate), std::move(chain));
 }
 
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options) {
@@ -347,24 +357,28 @@ X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options
 
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options) {
+    return open_recipient_key(load_module(choose_module(nullptr, options)), is_recipient,
+                              options);
+}
+
+std::optional<TokenKey> open_recipient_key(const std::shared_ptr<Pkcs11Context> &module,
+                                           const std::function<bool(X509 *)> &is_recipient,
+                                           const TokenOptions &options) {
     std::optional<Pkcs11Uri> found;
-    {
-        Pkcs11Context context(choose_module(nullptr, options));
-        Pkcs11Uri any_token;
-        for (PKCS11_SLOT *slot : matching_slots(context, any_token)) {
-            for (PKCS11_CERT *cert : token_certificates(slot)) {
-                if (is_recipient(cert->x509)) {
-                    found = key_uri_for(slot, cert);
-                    break;
-                }
-            }
-            if (found)
+    Pkcs11Uri any_token;
+    for (PKCS11_SLOT *slot : matching_slots(*module, any_token)) {
+        for (PKCS11_CERT *cert : token_certificates(slot)) {
+            if (is_recipient(cert->x509)) {
+                found = key_uri_for(slot, cert);
                 break;
+            }
         }
+        if (found)
+            break;
     }
     if (!found)
         return std::nullopt;
-    return open_token_key(*found, std::nullopt, options);
+    return open_token_key(module, *found, std::nullopt, options);
 }
 
 } // namespace p11smime

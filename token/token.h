@@ -130,11 +130,25 @@ class TokenKey {
     X509StackPtr chain_;
 };
 
+// Loads and initialises the PKCS#11 module at path. Keys opened from the returned module
+// share it, so a batch loads the module once and logs in to each token once; the module stays
+// loaded while the returned pointer or any key from it lives. Throws Error naming the path
+// when the module cannot be loaded.
+// NOTE: a module whose token is removed or whose sessions are lost stays broken for every key
+// opened from it; nothing here reconnects.
+std::shared_ptr<Pkcs11Context> load_module(const std::string &path);
+
 // Opens the token named by key_uri, logs in, and returns its private key. The certificate is
 // the one named by certificate_uri, or else the token certificate with the key's CKA_ID; with
 // certificate_on_token false the caller supplies it and certificate() is null. Throws Error when the token, key or certificate is not found, and Pkcs11Error when a
 // PKCS#11 call fails. A rejected PIN is never retried.
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
+                        const TokenOptions &options, bool certificate_on_token = true);
+
+// Like open_token_key() above, but in a module already loaded with load_module(). The token
+// is not logged in again when an earlier key logged in to it.
+TokenKey open_token_key(const std::shared_ptr<Pkcs11Context> &module, const Pkcs11Uri &key_uri,
+                        const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token = true);
 
 // Returns the certificate named by uri (type=cert, or a key's URI whose certificate shares its
@@ -145,6 +159,11 @@ X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options
 // with the same CKA_ID, logging in to that token only. Searches every initialised token of
 // the chosen module; returns nothing when no certificate matches.
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
+                                           const TokenOptions &options);
+
+// Like open_recipient_key() above, but in a module already loaded with load_module().
+std::optional<TokenKey> open_recipient_key(const std::shared_ptr<Pkcs11Context> &module,
+                                           const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options);
 
 } // namespace p11smime

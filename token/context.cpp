@@ -1,5 +1,7 @@
 #include "token/context.h"
 
+#include <dlfcn.h>
+
 #include <openssl/ui.h>
 
 #include "common/error.h"
@@ -46,15 +48,37 @@ Pkcs11Context::Pkcs11Context(const std::string &path) : path_(path) {
         PKCS11_CTX_free(ctx_);
         throw Error("cannot list the slots of PKCS#11 module '" + path + "': " + reasons);
     }
+    find_function_list();
 }
 
-Pkcs11Context::~Pkcs11Context() {
+// Takes the function list of the library that libp11 has just loaded and initialised.
+// RTLD_NOLOAD returns that same library, so no second copy with its own state is loaded.
+void Pkcs11Context::find_function_list() {
+    library_ = dlopen(path_.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+    auto get_function_list =
+        library_ ? reinterpret_cast<CK_C_GetFunctionList>(dlsym(library_, "C_GetFunctionList"))
+                 : nullptr;
+    if (!get_function_list || get_function_list(&functions_) != CKR_OK || !functions_) {
+        release();
+        throw Error("cannot find C_GetFunctionList in PKCS#11 module '" + path_ + "'");
+    }
+}
+
+Pkcs11Context::~Pkcs11Context() { release(); }
+
+void Pkcs11Context::release() noexcept {
     if (slots_)
         PKCS11_release_all_slots(ctx_, slots_, slot_count_);
+    slots_ = nullptr;
     PKCS11_CTX_unload(ctx_);
     PKCS11_CTX_free(ctx_);
+    ctx_ = nullptr;
+    if (library_)
+        dlclose(library_);
+    library_ = nullptr;
     if (ui_method_)
         UI_destroy_method(ui_method_);
+    ui_method_ = nullptr;
 }
 
 void Pkcs11Context::keep_pin(SecurePin &&pin) {

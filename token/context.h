@@ -5,6 +5,7 @@
 #include <string>
 
 #include <libp11.h>
+#include <p11-kit/pkcs11.h>
 
 #include "token/pin.h"
 
@@ -26,15 +27,23 @@ class Pkcs11Context {
     unsigned int slot_count() const { return slot_count_; }
     const std::string &path() const { return path_; }
 
+    // The module's function list, for calls that libp11 does not offer; see DirectSession.
+    CK_FUNCTION_LIST *functions() const { return functions_; }
+
     // Keeps the PIN for keys with CKA_ALWAYS_AUTHENTICATE, which libp11 asks for again
     // before each operation through its UI method; see install_pin_ui().
     void keep_pin(SecurePin &&pin);
 
   private:
+    void find_function_list();
+    void release() noexcept;
+
     std::string path_;
     PKCS11_CTX *ctx_ = nullptr;
     PKCS11_SLOT *slots_ = nullptr;
     unsigned int slot_count_ = 0;
+    void *library_ = nullptr; // our own reference to the library that libp11 loaded
+    CK_FUNCTION_LIST *functions_ = nullptr;
     UI_METHOD *ui_method_ = nullptr;
     SecurePin pin_;
 };

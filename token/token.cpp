@@ -8,6 +8,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "token/context.h"
+#include "token/direct.h"
 #include "token/objects.h"
 
 namespace p11smime {
@@ -46,15 +47,6 @@ bool key_matches(const Pkcs11Uri &uri, const PKCS11_KEY &key) {
         return false;
     if (uri.id && !(uri.id->size() == key.id_len &&
                     std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
-        return false;
-    return true;
-}
-
-bool certificate_matches(const Pkcs11Uri &uri, const PKCS11_CERT &cert) {
-    if (uri.object && !(cert.label && *uri.object == cert.label))
-        return false;
-    if (uri.id && !(uri.id->size() == cert.id_len &&
-                    std::memcmp(uri.id->data(), cert.id, cert.id_len) == 0))
         return false;
     return true;
 }
@@ -187,8 +179,30 @@ std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Ur
     return result;
 }
 
-// Finds the key without logging in where the token shows its keys publicly, and logs in to at
-// most one token: sending the PIN to several tokens could cost tries on the wrong ones.
+// With several tokens matching the URI, picks the one that shows a matching key without a
+// login, or else the only one that needs a login. Sending the PIN to several tokens could
+// cost tries on the wrong ones, so more than one is an error.
+PKCS11_SLOT *choose_slot(const std::vector<PKCS11_SLOT *> &slots, const Pkcs11Uri &uri) {
+    std::vector<PKCS11_SLOT *> need_login;
+    for (PKCS11_SLOT *slot : slots) {
+        if (find_private_key(slot, uri))
+            return slot;
+        if (slot->token->loginRequired)
+            need_login.push_back(slot);
+    }
+    if (need_login.size() > 1)
+        throw Error("key URI '" + uri.to_string() + "' matches " +
+                        std::to_string(need_login.size()) + " tokens that need a login",
+                    "add token= or serial= to the URI so only one token gets the PIN");
+    if (need_login.empty())
+        throw Error("no private key matching '" + uri.to_string() + "'",
+                    "run 'p11smime list --login' to see the keys and their URIs");
+    return need_login.front();
+}
+
+// Finds the key and logs in to its token first when the token requires a login, because the
+// key is opened for a private-key operation. Keys that a token shows without a login, as
+// OpenSC shows those of PIV cards, still need the login before they sign or decrypt.
 FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptions &options) {
     std::vector<PKCS11_SLOT *> slots = matching_slots(context, uri);
     if (slots.empty())
@@ -196,49 +210,25 @@ FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptio
                         context.path() + "'",
                     "insert the token, or run 'p11smime list' to see the tokens present");
 
-    std::vector<PKCS11_SLOT *> need_login;
-    for (PKCS11_SLOT *slot : slots) {
-        if (PKCS11_KEY *key = find_private_key(slot, uri))
-            return {slot, key};
-        if (slot->token->loginRequired)
-            need_login.push_back(slot);
-    }
-
-    if (need_login.size() > 1)
-        throw Error("key URI '" + uri.to_string() + "' matches " +
-                        std::to_string(need_login.size()) + " tokens that need a login",
-                    "add token= or serial= to the URI so only one token gets the PIN");
-
-    if (need_login.size() == 1) {
-        login(context, need_login[0], &uri, options);
-        if (PKCS11_KEY *key = find_private_key(need_login[0], uri))
-            return {need_login[0], key};
-    }
+    PKCS11_SLOT *slot = slots.size() == 1 ? slots.front() : choose_slot(slots, uri);
+    login(context, slot, &uri, options);
+    if (PKCS11_KEY *key = find_private_key(slot, uri))
+        return {slot, key};
     throw Error("no private key matching '" + uri.to_string() + "'",
                 "run 'p11smime list --login' to see the keys and their URIs");
 }
 
-X509Ptr copy_certificate(X509 *certificate) {
-    X509_up_ref(certificate);
-    return X509Ptr(certificate);
-}
-
-X509Ptr find_certificate(PKCS11_SLOT *slot, PKCS11_KEY *key,
+// Finds the certificate named by certificate_uri, or else the one with the key's CKA_ID, by
+// a search template instead of reading every certificate on the token.
+X509Ptr find_certificate(DirectSession &session, PKCS11_SLOT *slot, PKCS11_KEY *key,
                          const std::optional<Pkcs11Uri> &certificate_uri) {
-    PKCS11_CERT *certs = nullptr;
-    unsigned int count = 0;
-    if (PKCS11_enumerate_certs(slot->token, &certs, &count) != 0)
-        throw Pkcs11Error(take_ckr_code(), "C_FindObjects (certificates)",
-                          token_label(slot->token));
-
-    for (unsigned int i = 0; i < count; ++i) {
-        bool wanted = certificate_uri
-                          ? certificate_matches(*certificate_uri, certs[i])
-                          : certs[i].id_len == key->id_len &&
-                                std::memcmp(certs[i].id, key->id, key->id_len) == 0;
-        if (wanted && certs[i].x509)
-            return copy_certificate(certs[i].x509);
-    }
+    std::vector<unsigned char> key_id(key->id, key->id + key->id_len);
+    X509Ptr certificate = certificate_uri
+                              ? session.find_certificate(certificate_uri->object,
+                                                         certificate_uri->id)
+                              : session.find_certificate(std::nullopt, key_id);
+    if (certificate)
+        return certificate;
 
     if (certificate_uri)
         throw Error("no certificate matching '" + certificate_uri->to_string() + "'",
@@ -248,28 +238,27 @@ X509Ptr find_certificate(PKCS11_SLOT *slot, PKCS11_KEY *key,
                 "store the certificate on the token with the same CKA_ID, or pass --cert FILE");
 }
 
-// Collects the token certificates that issued certificate, walking up towards the root.
-X509StackPtr token_chain(PKCS11_SLOT *slot, X509 *certificate) {
-    X509StackPtr chain(sk_X509_new_null());
-    PKCS11_CERT *certs = nullptr;
-    unsigned int count = 0;
-    if (!chain || PKCS11_enumerate_certs(slot->token, &certs, &count) != 0)
-        return chain;
+// Deepest chain of token certificates collected above a signer certificate.
+constexpr int max_chain_depth = 8;
 
+// Collects the token certificates that issued certificate, walking up towards the root: each
+// issuer is found by its subject, the issuer name of the certificate below it.
+X509StackPtr token_chain(DirectSession &session, X509 *certificate) {
+    X509StackPtr chain(sk_X509_new_null());
     X509 *current = certificate;
-    for (unsigned int depth = 0; depth < count; ++depth) {
-        X509 *issuer = nullptr;
-        for (unsigned int i = 0; i < count && !issuer; ++i)
-            if (certs[i].x509 && X509_cmp(certs[i].x509, current) != 0 &&
-                X509_check_issued(certs[i].x509, current) == X509_V_OK)
-                issuer = certs[i].x509;
-        if (!issuer || X509_check_issued(issuer, issuer) == X509_V_OK) {
-            if (issuer)
-                sk_X509_push(chain.get(), copy_certificate(issuer).release());
+    for (int depth = 0; chain && depth < max_chain_depth; ++depth) {
+        if (X509_check_issued(current, current) == X509_V_OK)
+            break; // a self-signed root ends the chain
+        X509Ptr issuer;
+        for (X509Ptr &candidate : session.find_certificates_by_subject(
+                 X509_get_issuer_name(current)))
+            if (!issuer && X509_cmp(candidate.get(), current) != 0 &&
+                X509_check_issued(candidate.get(), current) == X509_V_OK)
+                issuer = std::move(candidate);
+        if (!issuer)
             break;
-        }
-        sk_X509_push(chain.get(), copy_certificate(issuer).release());
-        current = issuer;
+        current = issuer.get();
+        sk_X509_push(chain.get(), issuer.release());
     }
     return chain;
 }
@@ -330,27 +319,27 @@ TokenKey open_token_key(const std::shared_ptr<Pkcs11Context> &module, const Pkcs
     FoundKey found = find_key(*module, key_uri, options);
 
     X509Ptr certificate;
-    if (certificate_on_token)
-        certificate = find_certificate(found.slot, found.key, certificate_uri);
+    X509StackPtr chain(sk_X509_new_null());
+    if (certificate_on_token) {
+        DirectSession session(*module, found.slot);
+        certificate = find_certificate(session, found.slot, found.key, certificate_uri);
+        chain = token_chain(session, certificate.get());
+    }
     clear_openssl_errors();
     EvpPkeyPtr key(PKCS11_get_private_key(found.key));
     if (!key)
         throw Pkcs11Error(take_ckr_code(), "reading the private key",
                           token_label(found.slot->token));
-
-    X509StackPtr chain = certificate ? token_chain(found.slot, certificate.get())
-                                     : X509StackPtr(sk_X509_new_null());
     return TokenKey(module, std::move(key), std::move(certificate), std::move(chain));
 }
 
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options) {
     Pkcs11Context context(choose_module(&uri, options));
-    Pkcs11Uri certificate_uri = uri;
-    certificate_uri.type.reset();
-    for (PKCS11_SLOT *slot : matching_slots(context, uri))
-        for (PKCS11_CERT *cert : token_certificates(slot))
-            if (certificate_matches(certificate_uri, *cert))
-                return copy_certificate(cert->x509);
+    for (PKCS11_SLOT *slot : matching_slots(context, uri)) {
+        DirectSession session(context, slot);
+        if (X509Ptr certificate = session.find_certificate(uri.object, uri.id))
+            return certificate;
+    }
     throw Error("no certificate matching '" + uri.to_string() + "'",
                 "run 'p11smime list' to see the certificates and their URIs");
 }

@@ -51,4 +51,14 @@ struct DecryptResult {
 DecryptResult decrypt_message(const std::string &message, const KeyLookup &lookup,
                               const VerifyOptions &verify_options, bool verify);
 
+// Decrypts source as decrypt_message() does, reading it in pieces so that a message of any
+// size costs bounded memory. Intermediate layers go to unnamed temporary files in
+// verify_options.temp_folder. The innermost message goes to content_out instead of
+// DecryptResult::content. The last layer is decrypted straight into content_out, before the
+// tag of an AuthEnvelopedData is checked at its end, so content_out must be a place that
+// nobody reads until the result says valid, such as a temporary file renamed only then.
+DecryptResult decrypt_stream(const MessageSource &source, const KeyLookup &lookup,
+                             const VerifyOptions &verify_options, bool verify,
+                             BIO *content_out);
+
 } // namespace p11smime

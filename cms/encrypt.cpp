@@ -5,6 +5,8 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
+#include "cms/canonical.h"
+#include "cms/cms_split.h"
 #include "cms/gmime_ptr.h"
 #include "cms/mime.h"
 #include "cms/smime_output.h"
@@ -79,9 +81,11 @@ std::string der_of(CMS_ContentInfo *cms) {
     return bytes;
 }
 
-CmsPtr build_enveloped_data(const std::string &content, const EncryptOptions &options) {
+// Returns an EnvelopedData, or AuthEnvelopedData for GCM, with its recipients, ready for its
+// content; flags say whether the content is streamed.
+CmsPtr new_enveloped_data(const EncryptOptions &options, unsigned int flags) {
     const EVP_CIPHER *cipher = content_cipher(options.cipher);
-    unsigned int flags = CMS_BINARY | CMS_PARTIAL;
+    flags |= CMS_BINARY | CMS_PARTIAL;
     CmsPtr cms(CMS_encrypt(nullptr, nullptr, cipher, flags));
     if (!cms)
         throw OpensslError("cannot create EnvelopedData");
@@ -93,11 +97,63 @@ CmsPtr build_enveloped_data(const std::string &content, const EncryptOptions &op
             throw OpensslError("cannot add recipient " + subject_of(certificate));
         set_key_parameters(recipient, certificate, options.rsa_oaep);
     }
-
-    BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
-    if (!data || !CMS_final(cms.get(), data.get(), nullptr, flags))
-        throw OpensslError("encryption failed");
     return cms;
+}
+
+std::string smime_type(CMS_ContentInfo *cms) {
+    bool authenticated = OBJ_obj2nid(CMS_get0_type(cms)) == NID_id_smime_ct_authEnvelopedData;
+    return authenticated ? "authEnveloped-data" : "enveloped-data";
+}
+
+void encrypt_to(const MessageSource &source, BIO *out, const EncryptOptions &options,
+                bool stream) {
+    if (options.recipients.empty())
+        throw Error("no recipient given", "name each recipient with --recipient CERT|URI");
+    clear_openssl_errors();
+    MessageHeaders headers = read_headers(source);
+    CanonicalEntity entity(headers, source, scratch_folder(options.temp_folder));
+    SmimeWriter writer(headers, out);
+
+    if (!stream) {
+        std::unique_ptr<Reader> reader = entity.open(false);
+        std::string content = read_all(*reader);
+        CmsPtr cms = new_enveloped_data(options, 0);
+        BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
+        if (!data || !CMS_final(cms.get(), data.get(), nullptr, CMS_BINARY))
+            throw OpensslError("encryption failed");
+        writer.opaque(smime_type(cms.get()), "smime.p7m", der_of(cms.get()));
+        return;
+    }
+
+    CmsPtr cms = new_enveloped_data(options, CMS_STREAM);
+    writer.begin_opaque(smime_type(cms.get()), "smime.p7m");
+    std::unique_ptr<Reader> content = entity.open(true);
+    try {
+        stream_cms(cms.get(), *content, writer.base64_body());
+    } catch (const OpensslError &) {
+        writer.rethrow_output_error();
+        throw;
+    }
+    writer.end_opaque();
+}
+
+void add_addresses(InternetAddressList *list, std::vector<std::string> &addresses) {
+    for (int i = 0; list && i < internet_address_list_length(list); ++i) {
+        InternetAddress *address = internet_address_list_get_address(list, i);
+        if (INTERNET_ADDRESS_IS_MAILBOX(address))
+            addresses.push_back(
+                internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address)));
+    }
+}
+
+std::vector<std::string> addresses_of(GMimeMessage *parsed) {
+    std::vector<std::string> addresses;
+    if (!parsed)
+        return addresses;
+    for (GMimeAddressType type :
+         {GMIME_ADDRESS_TYPE_TO, GMIME_ADDRESS_TYPE_CC, GMIME_ADDRESS_TYPE_BCC})
+        add_addresses(g_mime_message_get_addresses(parsed, type), addresses);
+    return addresses;
 }
 
 } // namespace
@@ -112,35 +168,30 @@ void check_recipient_certificate(X509 *certificate, const std::string &label) {
 }
 
 std::string encrypt_message(const std::string &message, const EncryptOptions &options) {
-    if (options.recipients.empty())
-        throw Error("no recipient given", "name each recipient with --recipient CERT|URI");
-    clear_openssl_errors();
-    SplitMessage split = split_message(message);
-    std::string entity = canonical_entity(split, message);
+    MessageSource source = MessageSource::from_memory(message);
+    BioPtr out(BIO_new(BIO_s_mem()));
+    if (!out)
+        throw OpensslError("cannot allocate a buffer");
+    encrypt_to(source, out.get(), options, false);
+    char *data = nullptr;
+    long length = BIO_get_mem_data(out.get(), &data);
+    return std::string(data, static_cast<size_t>(length));
+}
 
-    CmsPtr cms = build_enveloped_data(entity, options);
-    bool authenticated = OBJ_obj2nid(CMS_get0_type(cms.get())) == NID_id_smime_ct_authEnvelopedData;
-    SmimeWriter writer(split);
-    return writer.opaque(authenticated ? "authEnveloped-data" : "enveloped-data", "smime.p7m",
-                         der_of(cms.get()));
+void encrypt_stream(const MessageSource &source, BIO *out, const EncryptOptions &options) {
+    encrypt_to(source, out, options, true);
 }
 
 std::vector<std::string> recipient_addresses(const std::string &message) {
-    GPtr<GMimeMessage> parsed = parse_message(message);
-    std::vector<std::string> addresses;
-    if (!parsed)
-        return addresses;
-    for (GMimeAddressType type :
-         {GMIME_ADDRESS_TYPE_TO, GMIME_ADDRESS_TYPE_CC, GMIME_ADDRESS_TYPE_BCC}) {
-        InternetAddressList *list = g_mime_message_get_addresses(parsed.get(), type);
-        for (int i = 0; list && i < internet_address_list_length(list); ++i) {
-            InternetAddress *address = internet_address_list_get_address(list, i);
-            if (INTERNET_ADDRESS_IS_MAILBOX(address))
-                addresses.push_back(
-                    internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address)));
-        }
-    }
-    return addresses;
+    return addresses_of(parse_message(message).get());
+}
+
+std::vector<std::string> recipient_addresses(const MessageSource &source) {
+    MessageHeaders headers = read_headers(source);
+    std::string block;
+    for (const auto &header : headers.routing_headers)
+        block += header.raw;
+    return recipient_addresses(block + (headers.crlf ? "\r\n" : "\n"));
 }
 
 } // namespace p11smime

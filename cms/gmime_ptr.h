@@ -2,8 +2,12 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include <gmime/gmime.h>
+
+#include "cms/source.h"
+#include "cms/stream.h"
 
 namespace p11smime {
 
@@ -25,10 +29,17 @@ using FormatOptionsPtr = std::unique_ptr<GMimeFormatOptions, FormatOptionsDelete
 // the bytes. Returns null when GMime finds no message.
 GPtr<GMimeMessage> parse_message(const std::string &message);
 
+// Parses a message source. For a file, the contents of parts stay in the file and are read
+// from it on demand, so parsing costs the memory of the MIME structure only.
+GPtr<GMimeMessage> parse_message(const MessageSource &source);
+
 // Writes object with CRLF line endings into a string.
 std::string write_object_crlf(GMimeObject *object);
 
 // Returns the decoded content of a leaf part (transfer encoding removed).
 std::string decoded_content(GMimePart *part);
+
+// Returns a reader of the decoded content of a leaf part, for content too large to hold.
+std::unique_ptr<Reader> decoded_content_reader(GMimePart *part);
 
 } // namespace p11smime

@@ -25,6 +25,13 @@ GPtr<GMimeMessage> parse_message(const std::string &message) {
     return GPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
 }
 
+GPtr<GMimeMessage> parse_message(const MessageSource &source) {
+    ensure_gmime_initialised();
+    GPtr<GMimeStream> stream(new_gmime_stream(source));
+    GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
+    return GPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
+}
+
 std::string write_object_crlf(GMimeObject *object) {
     FormatOptionsPtr options(g_mime_format_options_new());
     g_mime_format_options_set_newline_format(options.get(), GMIME_NEWLINE_FORMAT_DOS);
@@ -44,6 +51,27 @@ std::string decoded_content(GMimePart *part) {
         throw Error("cannot decode the content of a MIME part");
     GByteArray *bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(stream.get()));
     return std::string(reinterpret_cast<const char *>(bytes->data), bytes->len);
+}
+
+std::unique_ptr<Reader> decoded_content_reader(GMimePart *part) {
+    GMimeDataWrapper *content = g_mime_part_get_content(part);
+    if (!content)
+        return std::make_unique<StringReader>(std::string());
+    GMimeStream *encoded = g_mime_data_wrapper_get_stream(content);
+    g_mime_stream_reset(encoded);
+    GPtr<GMimeStream> filtered(g_mime_stream_filter_new(encoded));
+    switch (GMimeContentEncoding encoding = g_mime_data_wrapper_get_encoding(content)) {
+    case GMIME_CONTENT_ENCODING_BASE64:
+    case GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE:
+    case GMIME_CONTENT_ENCODING_UUENCODE: {
+        GPtr<GMimeFilter> decoder(g_mime_filter_basic_new(encoding, FALSE));
+        g_mime_stream_filter_add(GMIME_STREAM_FILTER(filtered.get()), decoder.get());
+        break;
+    }
+    default:
+        break;
+    }
+    return std::make_unique<GMimeStreamReader>(filtered.get());
 }
 
 namespace {
@@ -77,6 +105,20 @@ size_t find_body_offset(const std::string &message, size_t last_header) {
             return i + 3;
     }
     return message.size();
+}
+
+uint64_t find_body_offset(const MessageSource &source, uint64_t last_header) {
+    std::string window;
+    while (last_header + window.size() < source.size()) {
+        window += source.read_range(last_header + window.size(), 64 * 1024);
+        size_t body = find_body_offset(window, 0);
+        if (body < window.size() || last_header + window.size() >= source.size())
+            return last_header + body;
+        if (window.size() > max_header_block_size)
+            throw Error("a header block of '" + source.name() + "' is over " +
+                        std::to_string(max_header_block_size / (1024 * 1024)) + " MiB");
+    }
+    return source.size();
 }
 
 namespace {
@@ -172,7 +214,47 @@ bool needs_transfer_encoding(std::string_view text) {
 
 namespace {
 
-bool declares_8bit(const SplitMessage &split) {
+// Returns the end of the first blank line in text at or after from, which ends a header
+// block, or npos.
+size_t blank_line_end(const std::string &text, size_t from) {
+    if (from == 0 && (text.rfind("\n", 0) == 0 || text.rfind("\r\n", 0) == 0))
+        return text[0] == '\n' ? 1 : 2;
+    for (size_t i = text.find('\n', from); i != std::string::npos; i = text.find('\n', i + 1)) {
+        if (i + 1 < text.size() && text[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < text.size() && text[i + 1] == '\r' && text[i + 2] == '\n')
+            return i + 3;
+    }
+    return std::string::npos;
+}
+
+} // namespace
+
+size_t header_block_end(const std::string &text) { return blank_line_end(text, 0); }
+
+MessageHeaders read_headers(const MessageSource &source) {
+    std::string head;
+    size_t end = std::string::npos;
+    for (uint64_t offset = 0; end == std::string::npos && offset < source.size();) {
+        size_t searched = head.size() > 2 ? head.size() - 2 : 0;
+        head += source.read_range(offset, 64 * 1024);
+        offset = head.size();
+        end = blank_line_end(head, searched);
+        if (end == std::string::npos && head.size() > max_header_block_size)
+            throw Error("the header block of '" + source.name() + "' is over " +
+                        std::to_string(max_header_block_size / (1024 * 1024)) + " MiB",
+                    "check that the input is a mail message");
+    }
+    if (end != std::string::npos)
+        head.resize(end);
+
+    SplitMessage split = split_message(head);
+    MessageHeaders headers = std::move(split);
+    headers.body_offset = head.size();
+    return headers;
+}
+
+bool declares_8bit(const MessageHeaders &split) {
     for (const auto &header : split.content_headers) {
         if (strcasecmp(header.name.c_str(), "Content-Transfer-Encoding") != 0)
             continue;
@@ -184,8 +266,6 @@ bool declares_8bit(const SplitMessage &split) {
     }
     return false;
 }
-
-} // namespace
 
 std::string canonical_entity(const SplitMessage &split, const std::string &message) {
     std::string headers;

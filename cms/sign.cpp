@@ -4,6 +4,8 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
+#include "cms/canonical.h"
+#include "cms/cms_split.h"
 #include "cms/mime.h"
 #include "cms/smime_output.h"
 #include "common/error.h"
@@ -59,12 +61,25 @@ void use_rsa_pss(CMS_SignerInfo *signer) {
         EVP_PKEY_CTX_set_rsa_pss_saltlen(context, RSA_PSS_SALTLEN_DIGEST) <= 0)
         throw OpensslError("cannot select RSASSA-PSS for this key",
                            "RSA-PSS needs an RSA key; drop --rsa-pss for EC keys");
+
+    // OpenSSL 3.0 sets the signatureAlgorithm of a PSS signer only when it signs, but a
+    // streamed structure is encoded before that, and an empty algorithm fails with "illegal
+    // zero content" (so does openssl cms -sign -stream). Signing replaces this placeholder
+    // with the full RSASSA-PSS parameters.
+    X509_ALGOR *algorithm = nullptr;
+    CMS_SignerInfo_get0_algs(signer, nullptr, nullptr, nullptr, &algorithm);
+    const ASN1_OBJECT *object = nullptr;
+    if (algorithm)
+        X509_ALGOR_get0(&object, nullptr, nullptr, algorithm);
+    if (algorithm && (!object || OBJ_obj2nid(object) == NID_undef))
+        X509_ALGOR_set0(algorithm, OBJ_nid2obj(NID_rsassaPss), V_ASN1_UNDEF, nullptr);
 }
 
-CmsPtr build_signed_data(const std::string &content, const SignOptions &options,
-                         const std::string &digest) {
-    unsigned int flags = CMS_BINARY | CMS_PARTIAL | (options.opaque ? 0 : CMS_DETACHED);
-    CmsPtr cms(CMS_sign(nullptr, nullptr, options.chain, nullptr, flags));
+// Returns a SignedData with its signer, ready for its content: flags say whether the content
+// is detached and whether it is streamed.
+CmsPtr new_signed_data(const SignOptions &options, const std::string &digest,
+                       unsigned int flags) {
+    CmsPtr cms(CMS_sign(nullptr, nullptr, options.chain, nullptr, flags | CMS_PARTIAL));
     if (!cms)
         throw OpensslError("cannot create SignedData");
 
@@ -81,10 +96,6 @@ CmsPtr build_signed_data(const std::string &content, const SignOptions &options,
     if (options.rsa_pss)
         use_rsa_pss(signer);
     add_signing_certificate_v2(signer, options.certificate);
-
-    BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
-    if (!data || !CMS_final(cms.get(), data.get(), nullptr, flags))
-        throw OpensslError("signing failed");
     return cms;
 }
 
@@ -98,22 +109,82 @@ std::string der_bytes(CMS_ContentInfo *cms) {
     return bytes;
 }
 
+// Hashes the entity while it is written into the first part, then signs the digest. The
+// digest BIOs of CMS_dataInit() end in a null BIO, because the content is detached.
+void sign_detached(const CanonicalEntity &entity, SmimeWriter &writer,
+                   const SignOptions &options, const std::string &digest) {
+    CmsPtr cms = new_signed_data(options, digest, CMS_BINARY | CMS_DETACHED);
+    BioPtr digests(CMS_dataInit(cms.get(), nullptr));
+    if (!digests)
+        throw OpensslError("cannot start hashing the content");
+
+    writer.begin_multipart_signed(micalg_name(digest));
+    std::unique_ptr<Reader> content = entity.open(true);
+    copy_all(*content, [&](const char *data, size_t size) {
+        write_bio(digests.get(), data, size, "the content digest");
+        writer.write_entity(data, size);
+    });
+    if (CMS_dataFinal(cms.get(), digests.get()) != 1)
+        throw OpensslError("signing failed");
+    writer.end_multipart_signed(der_bytes(cms.get()));
+}
+
+void sign_opaque_streaming(const CanonicalEntity &entity, SmimeWriter &writer,
+                           const SignOptions &options, const std::string &digest) {
+    CmsPtr cms = new_signed_data(options, digest, CMS_BINARY | CMS_STREAM);
+    writer.begin_opaque("signed-data", "smime.p7m");
+    std::unique_ptr<Reader> content = entity.open(true);
+    try {
+        stream_cms(cms.get(), *content, writer.base64_body());
+    } catch (const OpensslError &) {
+        writer.rethrow_output_error();
+        throw;
+    }
+    writer.end_opaque();
+}
+
+void sign_opaque_der(const CanonicalEntity &entity, SmimeWriter &writer,
+                     const SignOptions &options, const std::string &digest) {
+    std::unique_ptr<Reader> reader = entity.open(false);
+    std::string content = read_all(*reader);
+    CmsPtr cms = new_signed_data(options, digest, CMS_BINARY);
+    BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
+    if (!data || !CMS_final(cms.get(), data.get(), nullptr, CMS_BINARY))
+        throw OpensslError("signing failed");
+    writer.opaque("signed-data", "smime.p7m", der_bytes(cms.get()));
+}
+
+void sign_to(const MessageSource &source, BIO *out, const SignOptions &options, bool stream) {
+    clear_openssl_errors();
+    MessageHeaders headers = read_headers(source);
+    CanonicalEntity entity(headers, source, scratch_folder(options.temp_folder));
+    std::string digest = options.digest.empty() ? default_digest(options.key) : options.digest;
+    micalg_name(digest); // rejects an unsupported digest before anything is written
+
+    SmimeWriter writer(headers, out);
+    if (!options.opaque)
+        sign_detached(entity, writer, options, digest);
+    else if (stream)
+        sign_opaque_streaming(entity, writer, options, digest);
+    else
+        sign_opaque_der(entity, writer, options, digest);
+}
+
 } // namespace
 
 std::string sign_message(const std::string &message, const SignOptions &options) {
-    clear_openssl_errors();
-    SplitMessage split = split_message(message);
-    std::string entity = canonical_entity(split, message);
-    std::string digest = options.digest.empty() ? default_digest(options.key) : options.digest;
-    std::string micalg = micalg_name(digest);
+    MessageSource source = MessageSource::from_memory(message);
+    BioPtr out(BIO_new(BIO_s_mem()));
+    if (!out)
+        throw OpensslError("cannot allocate a buffer");
+    sign_to(source, out.get(), options, false);
+    char *data = nullptr;
+    long length = BIO_get_mem_data(out.get(), &data);
+    return std::string(data, static_cast<size_t>(length));
+}
 
-    CmsPtr cms = build_signed_data(entity, options, digest);
-    std::string der = der_bytes(cms.get());
-
-    SmimeWriter writer(split);
-    if (options.opaque)
-        return writer.opaque("signed-data", "smime.p7m", der);
-    return writer.multipart_signed(micalg, entity, der);
+void sign_stream(const MessageSource &source, BIO *out, const SignOptions &options) {
+    sign_to(source, out, options, true);
 }
 
 } // namespace p11smime

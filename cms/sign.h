@@ -3,8 +3,11 @@
 
 #include <string>
 
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+
+#include "cms/source.h"
 
 namespace p11smime {
 
@@ -19,6 +22,10 @@ struct SignOptions {
     std::string digest;
     bool rsa_pss = false; // RSASSA-PSS with salt length equal to the digest length
     bool opaque = false;  // application/pkcs7-mime signed-data instead of multipart/signed
+
+    // Folder for a body too large for memory that must be re-encoded; empty means $TMPDIR,
+    // else /tmp.
+    std::string temp_folder;
 };
 
 // Signs message, an RFC 5322 message or a bare MIME entity. Routing headers stay at the top;
@@ -27,6 +34,12 @@ struct SignOptions {
 // contentType, messageDigest, signingTime, SMIMECapabilities and ESS signingCertificateV2.
 // The output uses the input's line endings. Throws Error or OpensslError.
 std::string sign_message(const std::string &message, const SignOptions &options);
+
+// Signs source as sign_message() does and writes the signed message to out as it is produced,
+// so that a message of any size costs bounded memory. An opaque signature is streamed in BER
+// with indefinite lengths (RFC 5652 allows BER), where sign_message() writes DER. On an error
+// out holds a partial message, which the caller discards. Throws Error or OpensslError.
+void sign_stream(const MessageSource &source, BIO *out, const SignOptions &options);
 
 // Returns the digest name sign_message uses for key when options.digest is empty.
 std::string default_digest(EVP_PKEY *key);

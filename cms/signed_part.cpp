@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <tuple>
 
 #include "cms/mime.h"
 #include "common/error.h"
@@ -71,54 +73,111 @@ std::pair<size_t, size_t> header_span(GMimeObject *object) {
     return {first, last};
 }
 
+// Reads a message source line by line, keeping the first bytes of each line, which is all a
+// delimiter check needs, so that lines of any length cost no memory.
+class LineScanner {
+  public:
+    LineScanner(const MessageSource &source, uint64_t start)
+        : source_(source), next_(start), buffer_start_(start) {}
+
+    // Reads the next line: its offset, its length without the LF, and up to max_kept of its
+    // bytes. Returns false at the end of the source.
+    bool next(uint64_t &start, uint64_t &length, std::string &kept) {
+        if (next_ >= source_.size())
+            return false;
+        start = next_;
+        length = 0;
+        kept.clear();
+        for (;;) {
+            if (begin_ == end_ && !refill())
+                return true; // the last line has no LF
+            const char *data = buffer_.data() + begin_;
+            size_t available = end_ - begin_;
+            auto *newline = static_cast<const char *>(std::memchr(data, '\n', available));
+            size_t taken = newline ? static_cast<size_t>(newline - data) : available;
+            if (kept.size() < max_kept)
+                kept.append(data, std::min(taken, max_kept - kept.size()));
+            length += taken;
+            begin_ += taken + (newline ? 1 : 0);
+            next_ = start + length + (newline ? 1 : 0);
+            if (newline)
+                return true;
+        }
+    }
+
+    // Longest delimiter line kept whole: "--", a boundary of at most 70 characters (RFC 2046
+    // section 5.1.1), "--" and generous transport padding.
+    static constexpr size_t max_kept = 1024;
+
+  private:
+    // Reads the bytes after the buffer, which is always used up first.
+    bool refill() {
+        buffer_.resize(stream_chunk_size);
+        buffer_start_ += end_;
+        end_ = source_.read_at(buffer_start_, buffer_.data(), buffer_.size());
+        begin_ = 0;
+        return end_ > 0;
+    }
+
+    const MessageSource &source_;
+    uint64_t next_;         // where the next line starts
+    uint64_t buffer_start_; // the offset of buffer_[0] in the source
+    std::vector<char> buffer_;
+    size_t begin_ = 0;
+    size_t end_ = 0;
+};
+
 // Returns the start of the line at or after from that is the delimiter "--boundary",
 // optionally followed by "--" (close) and transport padding (RFC 2046 section 5.1.1).
-size_t find_delimiter(const std::string &message, const std::string &boundary, size_t from,
-                      bool &is_close) {
+uint64_t find_delimiter(const MessageSource &source, const std::string &boundary,
+                        uint64_t from, bool &is_close) {
     std::string delimiter = "--" + boundary;
-    for (size_t line = from; line < message.size();) {
-        size_t end = message.find('\n', line);
-        size_t stop = end == std::string::npos ? message.size() : end;
-        if (message.compare(line, delimiter.size(), delimiter) == 0) {
-            size_t rest = line + delimiter.size();
-            is_close = message.compare(rest, 2, "--") == 0;
-            if (is_close)
-                rest += 2;
-            while (rest < stop && (message[rest] == ' ' || message[rest] == '\t' ||
-                                   message[rest] == '\r'))
-                ++rest;
-            if (rest == stop)
-                return line;
-        }
-        line = stop + 1;
+    LineScanner lines(source, from);
+    uint64_t start = 0;
+    uint64_t length = 0;
+    std::string line;
+    while (lines.next(start, length, line)) {
+        if (length > LineScanner::max_kept || line.compare(0, delimiter.size(), delimiter) != 0)
+            continue;
+        size_t rest = delimiter.size();
+        is_close = line.compare(rest, 2, "--") == 0;
+        if (is_close)
+            rest += 2;
+        if (line.find_first_not_of(" \t\r", rest) == std::string::npos)
+            return start;
     }
-    return std::string::npos;
+    return UINT64_MAX;
 }
 
-// Cuts the first part of a multipart/signed out of the original bytes. The line break before
-// a delimiter belongs to the delimiter, so it is not part of the signed content.
-std::string first_part_bytes(const std::string &message, GMimeObject *object) {
+// Returns the first part of a multipart/signed as offsets into the source. The line break
+// before a delimiter belongs to the delimiter, so it is not part of the signed content.
+std::pair<uint64_t, uint64_t> first_part_range(const MessageSource &source,
+                                               GMimeObject *object) {
     const char *boundary = g_mime_object_get_content_type_parameter(object, "boundary");
     if (!boundary || !*boundary)
         throw Error("multipart/signed has no boundary parameter");
 
-    size_t body = find_body_offset(message, header_span(object).second);
+    uint64_t body = find_body_offset(source, header_span(object).second);
     bool is_close = false;
-    size_t opening = find_delimiter(message, boundary, body, is_close);
-    if (opening == std::string::npos || is_close)
+    uint64_t opening = find_delimiter(source, boundary, body, is_close);
+    if (opening == UINT64_MAX || is_close)
         throw Error("multipart/signed has no first part");
-    size_t start = message.find('\n', opening);
-    if (start == std::string::npos)
+    LineScanner lines(source, opening);
+    uint64_t line_start = 0;
+    uint64_t line_length = 0;
+    std::string line;
+    lines.next(line_start, line_length, line);
+    uint64_t start = opening + line_length + 1;
+    if (start > source.size())
         throw Error("multipart/signed ends after its first delimiter");
-    ++start;
 
-    size_t next = find_delimiter(message, boundary, start, is_close);
-    if (next == std::string::npos || next == start)
+    uint64_t next = find_delimiter(source, boundary, start, is_close);
+    if (next == UINT64_MAX || next == start)
         throw Error("multipart/signed has no second delimiter");
-    size_t end = next - 1;
-    if (end > start && message[end - 1] == '\r')
+    uint64_t end = next - 1;
+    if (end > start && source.read_range(end - 1, 1) == "\r")
         --end;
-    return message.substr(start, end - start);
+    return {start, end};
 }
 
 bool is_binary_part(GMimeObject *object) {
@@ -126,7 +185,7 @@ bool is_binary_part(GMimeObject *object) {
            g_mime_part_get_content_encoding(GMIME_PART(object)) == GMIME_CONTENT_ENCODING_BINARY;
 }
 
-SignedPart read_multipart_signed(const std::string &message, const Found &found) {
+SignedPart read_multipart_signed(const MessageSource &source, const Found &found) {
     GMimeMultipart *multipart = GMIME_MULTIPART(found.object);
     if (g_mime_multipart_get_count(multipart) != 2)
         throw Error("multipart/signed has " +
@@ -139,29 +198,28 @@ SignedPart read_multipart_signed(const std::string &message, const Found &found)
 
     SignedPart result;
     result.part = found.part;
-    result.raw_content = first_part_bytes(message, found.object);
-    result.signed_content =
-        is_binary_part(content) ? result.raw_content : to_crlf(result.raw_content);
+    std::tie(result.content_start, result.content_end) = first_part_range(source, found.object);
+    result.binary = is_binary_part(content);
     result.der = decoded_content(GMIME_PART(signature));
     return result;
 }
 
 } // namespace
 
-SignedPart find_signed_part(const std::string &message, GMimeMessage *parsed) {
-    GMimeObject *top = g_mime_message_get_mime_part(parsed);
+SignedPart find_signed_part(const MessageSource &source, GMimeMessage *parsed) {
+    GMimeObject *top = parsed ? g_mime_message_get_mime_part(parsed) : nullptr;
     Found found = top ? find_structure(top, "") : Found{};
     if (!found.object)
         throw Error("no S/MIME signature found in the message",
                     "expected multipart/signed or application/pkcs7-mime; smime-type=signed-data");
 
     if (!found.opaque)
-        return read_multipart_signed(message, found);
+        return read_multipart_signed(source, found);
 
     SignedPart result;
     result.opaque = true;
     result.part = found.part;
-    result.der = decoded_content(GMIME_PART(found.object));
+    result.cms_part = GMIME_PART(found.object);
     return result;
 }
 

@@ -22,6 +22,15 @@ std::string make_boundary() {
     return boundary;
 }
 
+SmimeWriter::SmimeWriter(const MessageHeaders &input, BIO *out) : input_(input), out_(out) {}
+
+SmimeWriter::~SmimeWriter() {
+    if (base64_)
+        BIO_pop(base64_.get()); // the sink BIO belongs to base64_sink_
+}
+
+void SmimeWriter::write(const std::string &text) { write_bio(out_, text, "the output"); }
+
 std::string SmimeWriter::line(const std::string &text) const {
     return text + (input_.crlf ? "\r\n" : "\n");
 }
@@ -38,60 +47,97 @@ std::string SmimeWriter::routing_headers() const {
     return text;
 }
 
-std::string SmimeWriter::base64_lines(const std::string &der) const {
-    // EVP_EncodeUpdate writes lines of 64 characters, under the 76 of RFC 2045 section 6.8.
-    EVP_ENCODE_CTX *context = EVP_ENCODE_CTX_new();
-    if (!context)
-        throw OpensslError("cannot encode base64");
-    std::string encoded(der.size() / 48 * 65 + 66 + 4, '\0');
-    int length = 0;
-    int final_length = 0;
-    EVP_EncodeInit(context);
-    int ok = EVP_EncodeUpdate(context, reinterpret_cast<unsigned char *>(&encoded[0]), &length,
-                              reinterpret_cast<const unsigned char *>(der.data()),
-                              static_cast<int>(der.size()));
-    EVP_EncodeFinal(context, reinterpret_cast<unsigned char *>(&encoded[length]), &final_length);
-    EVP_ENCODE_CTX_free(context);
-    if (ok != 1)
-        throw OpensslError("cannot encode base64");
-    encoded.resize(static_cast<size_t>(length + final_length));
-    return input_.crlf ? to_crlf(encoded) : encoded;
-}
-
-std::string SmimeWriter::multipart_signed(const std::string &micalg,
-                                          const std::string &canonical_entity,
-                                          const std::string &signature) const {
-    std::string boundary = make_boundary();
+void SmimeWriter::begin_multipart_signed(const std::string &micalg) {
+    boundary_ = make_boundary();
     std::string text = routing_headers();
     text += line("Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";");
-    text += line("\tmicalg=" + micalg + "; boundary=\"" + boundary + "\"");
+    text += line("\tmicalg=" + micalg + "; boundary=\"" + boundary_ + "\"");
     text += line("");
     text += line("This is a cryptographically signed message in MIME format.");
     text += line("");
-    text += line("--" + boundary);
-    text += input_.crlf ? canonical_entity : to_lf(canonical_entity);
+    text += line("--" + boundary_);
+    write(text);
+}
+
+void SmimeWriter::write_entity(const char *data, size_t size) {
+    if (input_.crlf) {
+        write_bio(out_, data, size, "the output");
+        return;
+    }
+    converted_.clear();
+    lf_.convert(data, size, converted_);
+    write(converted_);
+}
+
+void SmimeWriter::end_multipart_signed(const std::string &signature) {
+    converted_.clear();
+    lf_.finish(converted_);
+    std::string text = converted_;
     text += line("");
-    text += line("--" + boundary);
+    text += line("--" + boundary_);
     text += line("Content-Type: application/pkcs7-signature; name=\"smime.p7s\"");
     text += line("Content-Transfer-Encoding: base64");
     text += line("Content-Disposition: attachment; filename=\"smime.p7s\"");
     text += line("Content-Description: S/MIME Cryptographic Signature");
     text += line("");
-    text += base64_lines(signature);
-    text += line("--" + boundary + "--");
-    return text;
+    write(text);
+    begin_base64();
+    write_bio(base64_.get(), signature, "the signature");
+    end_base64();
+    write(line("--" + boundary_ + "--"));
 }
 
-std::string SmimeWriter::opaque(const std::string &smime_type, const std::string &file_name,
-                                const std::string &der) const {
+void SmimeWriter::begin_opaque(const std::string &smime_type, const std::string &file_name) {
     std::string text = routing_headers();
     text += line("Content-Type: application/pkcs7-mime; smime-type=" + smime_type + ";");
     text += line("\tname=\"" + file_name + "\"");
     text += line("Content-Transfer-Encoding: base64");
     text += line("Content-Disposition: attachment; filename=\"" + file_name + "\"");
     text += line("");
-    text += base64_lines(der);
-    return text;
+    write(text);
+    begin_base64();
+}
+
+void SmimeWriter::end_opaque() { end_base64(); }
+
+void SmimeWriter::rethrow_output_error() const {
+    if (base64_sink_)
+        base64_sink_->rethrow();
+}
+
+void SmimeWriter::opaque(const std::string &smime_type, const std::string &file_name,
+                         const std::string &der) {
+    begin_opaque(smime_type, file_name);
+    write_bio(base64_.get(), der, "the CMS structure");
+    end_opaque();
+}
+
+// BIO_f_base64 writes lines of 64 characters, under the 76 of RFC 2045 section 6.8, each
+// ended by LF, which becomes CRLF when the input uses CRLF.
+void SmimeWriter::begin_base64() {
+    base64_sink_ = std::make_unique<SinkBio>([this](const char *data, size_t size) {
+        if (!input_.crlf) {
+            write_bio(out_, data, size, "the output");
+            return;
+        }
+        std::string lines;
+        CrlfConverter().convert(data, size, lines);
+        write(lines);
+    });
+    base64_.reset(BIO_new(BIO_f_base64()));
+    if (!base64_)
+        throw OpensslError("cannot encode base64");
+    BIO_push(base64_.get(), base64_sink_->get());
+}
+
+void SmimeWriter::end_base64() {
+    if (BIO_flush(base64_.get()) != 1) {
+        base64_sink_->rethrow();
+        throw OpensslError("cannot write the output");
+    }
+    BIO_pop(base64_.get());
+    base64_.reset();
+    base64_sink_.reset();
 }
 
 } // namespace p11smime

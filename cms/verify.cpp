@@ -7,8 +7,10 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "cms/cms_split.h"
 #include "cms/mime.h"
 #include "cms/signed_part.h"
+#include "cms/stream.h"
 #include "common/error.h"
 #include "common/ossl.h"
 
@@ -116,23 +118,14 @@ CmsPtr parse_cms(const std::string &der) {
     return cms;
 }
 
-// Checks the signature value over the content, but not the certificate, so that a path
-// failure and a content failure are reported as what they are.
-bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedPart &part,
-                     std::string &content, std::string &failure) {
-    unsigned int flags = CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY;
-    BioPtr data;
-    if (!part.opaque) {
-        flags |= CMS_DETACHED;
-        data.reset(BIO_new_mem_buf(part.signed_content.data(),
-                                   static_cast<int>(part.signed_content.size())));
-    }
-    BioPtr out(BIO_new(BIO_s_mem()));
+// Checks the signature value over the content read from content, but not the certificate,
+// so that a path failure and a content failure are reported as what they are.
+bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, BIO *content,
+                     std::string &failure) {
+    unsigned int flags = CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY | CMS_DETACHED;
     clear_openssl_errors();
-    if (CMS_verify(cms, extra, nullptr, data.get(), out.get(), flags) == 1) {
-        content = part.opaque ? bio_text(out.get()) : part.raw_content;
+    if (CMS_verify(cms, extra, nullptr, content, nullptr, flags) == 1)
         return true;
-    }
 
     unsigned long error = ERR_peek_error();
     int reason = ERR_GET_LIB(error) == ERR_LIB_CMS ? ERR_GET_REASON(error) : 0;
@@ -238,27 +231,84 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
     result.valid = result.failures.empty();
 }
 
-// Returns the verified content in the input's line endings. When the whole message body was
+// Writes the verified content in the input's line endings. When the whole message body was
 // signed, the outer routing headers (From, To, Subject, ...) are put back in front of it, so
 // the result is the message as its author wrote it.
-std::string with_routing_headers(const SplitMessage &split, const SignedPart &part,
-                                 const std::string &content) {
-    std::string text = split.crlf ? to_crlf(content) : to_lf(content);
-    if (!part.part.empty())
-        return text;
-    std::string headers;
-    for (const auto &header : split.routing_headers)
-        headers += header.raw;
-    return headers + text;
+void write_content(const MessageHeaders &split, const SignedPart &part, Reader &content,
+                   BIO *out) {
+    if (part.part.empty()) {
+        std::string headers;
+        for (const auto &header : split.routing_headers)
+            headers += header.raw;
+        write_bio(out, headers, "the verified content");
+    }
+    CrlfConverter crlf;
+    LfConverter lf;
+    std::string converted;
+    copy_all(content, [&](const char *data, size_t size) {
+        converted.clear();
+        if (split.crlf)
+            crlf.convert(data, size, converted);
+        else
+            lf.convert(data, size, converted);
+        write_bio(out, converted, "the verified content");
+    });
+    converted.clear();
+    lf.finish(converted);
+    write_bio(out, converted, "the verified content");
+}
+
+// Checks a multipart/signed: the content is the first part, read from the input again.
+bool verify_detached(const MessageSource &source, const SignedPart &part,
+                     STACK_OF(X509) * extra, CmsPtr &cms, std::string &failure) {
+    cms = parse_cms(part.der);
+    std::unique_ptr<Reader> content =
+        std::make_unique<SourceRangeReader>(source, part.content_start, part.content_end, true);
+    if (!part.binary)
+        content = std::make_unique<CrlfReader>(std::move(content));
+    ReaderBio bio(*content);
+    bool valid = check_signature(cms.get(), extra, bio.get(), failure);
+    bio.rethrow();
+    return valid;
+}
+
+// Checks an application/pkcs7-mime signed-data: its content is taken out of the CMS
+// structure into scratch storage, then read from there as detached content.
+bool verify_opaque(const SignedPart &part, STACK_OF(X509) * extra, Scratch &content,
+                   CmsPtr &cms, std::string &failure) {
+    std::unique_ptr<Reader> type_reader = decoded_content_reader(part.cms_part);
+    int nid = peek_cms_type(*type_reader);
+    if (nid != NID_pkcs7_signed)
+        throw Error(std::string("the S/MIME part holds CMS ") +
+                        (nid == NID_undef ? "of an unknown type" : OBJ_nid2ln(nid)) +
+                        " instead of signed data",
+                    "use 'p11smime decrypt' for encrypted messages");
+
+    std::unique_ptr<Reader> der = decoded_content_reader(part.cms_part);
+    SplitCms split = split_cms(*der, [&content](const char *data, size_t size) {
+        content.write(data, size);
+    });
+    cms = std::move(split.structure);
+    if (!split.had_content)
+        throw Error("the opaque signed-data carries no content (eContent is absent)",
+                    "a detached signature needs its content: expect multipart/signed");
+
+    MessageSource source = content.source();
+    SourceRangeReader reader(source, 0, source.size());
+    ReaderBio bio(reader);
+    bool valid = check_signature(cms.get(), extra, bio.get(), failure);
+    bio.rethrow();
+    return valid;
 }
 
 } // namespace
 
-VerifyResult verify_message(const std::string &message, const VerifyOptions &options) {
+VerifyResult verify_stream(const MessageSource &source, const VerifyOptions &options,
+                           BIO *content_out) {
     clear_openssl_errors();
-    SplitMessage split = split_message(message);
-    GPtr<GMimeMessage> parsed = parse_message(message);
-    SignedPart part = find_signed_part(message, parsed.get());
+    MessageHeaders split = read_headers(source);
+    GPtr<GMimeMessage> parsed = parse_message(source);
+    SignedPart part = find_signed_part(source, parsed.get());
 
     VerifyResult result;
     result.structure = part.opaque ? "signed-data" : "multipart/signed";
@@ -268,24 +318,38 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
         result.warnings.push_back("only part " + part.part +
                                   " is signed; other parts of the message are not");
 
-    CmsPtr cms = parse_cms(part.der);
-    ASN1_OCTET_STRING **econtent = CMS_get0_content(cms.get());
-    if (part.opaque && (!econtent || !*econtent))
-        throw Error("the opaque signed-data carries no content (eContent is absent)",
-                    "a detached signature needs its content: expect multipart/signed");
     X509StackPtr extra = load_certificates(options.signer_certificate_files);
     std::string failure;
+    CmsPtr cms;
+    Scratch opaque_content(is_small(source), scratch_folder(options.temp_folder));
     bool signature_valid =
-        check_signature(cms.get(), extra.get(), part, result.content, failure);
-    if (!signature_valid)
+        part.opaque ? verify_opaque(part, extra.get(), opaque_content, cms, failure)
+                    : verify_detached(source, part, extra.get(), cms, failure);
+    if (!signature_valid) {
         result.failures.push_back(failure);
-    else
-        result.content = with_routing_headers(split, part, result.content);
+    } else if (content_out && part.opaque) {
+        MessageSource content = opaque_content.source();
+        SourceRangeReader reader(content, 0, content.size());
+        write_content(split, part, reader, content_out);
+    } else if (content_out) {
+        SourceRangeReader reader(source, part.content_start, part.content_end);
+        write_content(split, part, reader, content_out);
+    }
 
     check_signers(cms.get(), extra.get(), signature_valid, options, result);
     collect_failures(options, result);
     if (!signature_valid)
         result.valid = false;
+    return result;
+}
+
+VerifyResult verify_message(const std::string &message, const VerifyOptions &options) {
+    MessageSource source = MessageSource::from_memory(message);
+    BioPtr content(BIO_new(BIO_s_mem()));
+    if (!content)
+        throw OpensslError("cannot allocate a buffer");
+    VerifyResult result = verify_stream(source, options, content.get());
+    result.content = bio_text(content.get());
     return result;
 }
 

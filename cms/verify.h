@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <openssl/bio.h>
+
+#include "cms/source.h"
+
 namespace p11smime {
 
 struct VerifyOptions {
@@ -13,6 +17,10 @@ struct VerifyOptions {
     bool system_ca = true;              // also trust the system store
     bool sender_check = true;           // From must match an email of the signer certificate
     std::vector<std::string> signer_certificate_files; // for signatures that omit the signer
+
+    // Folder for data too large for memory: the content of an opaque signature, and the
+    // layers of a decrypted message; empty means $TMPDIR, else /tmp.
+    std::string temp_folder;
 };
 
 // What was found about one SignerInfo.
@@ -48,5 +56,13 @@ struct VerifyResult {
 // check is reported in the result; Error is thrown only when the input cannot be read as
 // S/MIME (no signature found, malformed MIME or CMS).
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options);
+
+// Verifies source as verify_message() does, reading it in pieces so that a message of any
+// size costs bounded memory. When the signature matches, the content goes to content_out
+// (unless it is null) instead of VerifyResult::content, after the signature check but
+// whatever the certificate checks say: write it where nobody reads it before result.valid is
+// known.
+VerifyResult verify_stream(const MessageSource &source, const VerifyOptions &options,
+                           BIO *content_out);
 
 } // namespace p11smime

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -117,7 +118,7 @@ std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &f
 // checks; an address without one is an error naming it.
 void add_folder_recipients(const std::string &folder,
                            const std::multimap<std::string, X509Ptr> &index,
-                           const std::string &message, std::vector<X509Ptr> &recipients) {
+                           const MessageSource &message, std::vector<X509Ptr> &recipients) {
     for (const auto &address : recipient_addresses(message)) {
         auto range = index.equal_range(lowercase(address));
         X509 *chosen = nullptr;
@@ -165,7 +166,7 @@ class Recipients {
 
     // Returns the named certificates, then one from the folder for each To, Cc and Bcc
     // address of message. Throws Error for an address without a usable certificate.
-    std::vector<X509Ptr> for_message(const std::string &message) const {
+    std::vector<X509Ptr> for_message(const MessageSource &message) const {
         std::vector<X509Ptr> recipients;
         for (const auto &certificate : named_)
             recipients.push_back(shared_copy(certificate.get()));
@@ -180,14 +181,15 @@ class Recipients {
     std::multimap<std::string, X509Ptr> folder_;
 };
 
-std::string encrypt_to(const std::vector<X509Ptr> &recipients, const EncryptionSettings &settings,
-                       const std::string &message) {
+EncryptOptions encrypt_options(const std::vector<X509Ptr> &recipients,
+                               const EncryptionSettings &settings, const std::string &folder) {
     EncryptOptions encrypt;
     for (const auto &certificate : recipients)
         encrypt.recipients.push_back(certificate.get());
     encrypt.cipher = settings.cipher;
     encrypt.rsa_oaep = settings.rsa_oaep;
-    return encrypt_message(message, encrypt);
+    encrypt.temp_folder = folder;
+    return encrypt;
 }
 
 bool wants_encryption(const EncryptionSettings &settings) {
@@ -252,9 +254,26 @@ class Signer {
     }
 
     // Signs the message in the file in (standard input when empty) and writes it to out.
-    void sign_file(const std::optional<std::string> &in,
-                   const std::optional<std::string> &out) const {
-        std::string message = read_input(in);
+    // With show_progress, a large input gets a progress bar on a terminal.
+    void sign_file(const std::optional<std::string> &in, const std::optional<std::string> &out,
+                   bool show_progress) const {
+        InputMessage input(in);
+        std::optional<ProgressBar> progress;
+        if (show_progress)
+            progress.emplace(input.source());
+        OutputFile output(out);
+        SignOptions sign = sign_options(output.folder());
+        if (!recipients_) {
+            sign_stream(input.source(), output.bio(), sign);
+            output.commit();
+            return;
+        }
+        encrypt_signed(input.source(), sign, output);
+        output.commit();
+    }
+
+  private:
+    SignOptions sign_options(const std::string &folder) const {
         SignOptions sign;
         sign.key = key_->key();
         sign.certificate = certificate_.get();
@@ -262,16 +281,34 @@ class Signer {
         sign.digest = options_.digest;
         sign.rsa_pss = options_.rsa_pss;
         sign.opaque = options_.opaque;
-        std::string signed_message = sign_message(message, sign);
-        if (!recipients_) {
-            write_output(out, signed_message);
-            return;
-        }
-        std::vector<X509Ptr> recipients = recipients_->for_message(message);
-        write_output(out, encrypt_to(recipients, options_.encryption, signed_message));
+        sign.temp_folder = folder;
+        return sign;
     }
 
-  private:
+    // Signs into memory, or for a large message into an unnamed temporary file, then
+    // encrypts the signed message to the recipients of the original one.
+    void encrypt_signed(const MessageSource &message, const SignOptions &sign,
+                        OutputFile &output) const {
+        bool small = message.size() <= InputMessage::max_stdin_in_memory;
+        std::optional<TempFile> file;
+        if (!small)
+            file.emplace(output.folder());
+        BioPtr signed_bio(small ? BIO_new(BIO_s_mem()) : BIO_new_fd(file->fd(), BIO_NOCLOSE));
+        if (!signed_bio)
+            throw OpensslError("cannot set up the signed message");
+        sign_stream(message, signed_bio.get(), sign);
+
+        char *data = nullptr;
+        long length = small ? BIO_get_mem_data(signed_bio.get(), &data) : 0;
+        MessageSource signed_message =
+            small ? MessageSource::from_memory(std::string_view(data, static_cast<size_t>(length)))
+                  : MessageSource::from_fd(file->fd(), "the signed message");
+        std::vector<X509Ptr> recipients = recipients_->for_message(message);
+        encrypt_stream(signed_message,
+                       output.bio(),
+                       encrypt_options(recipients, options_.encryption, output.folder()));
+    }
+
     const SignCommandOptions &options_;
     std::optional<Recipients> recipients_;
     std::optional<TokenKey> key_;
@@ -293,12 +330,12 @@ int run_list(const ListOptions &options) {
 int run_sign(const SignCommandOptions &options) {
     check_batch_usage(options.batch, options.in, options.out, true);
     if (!is_batch(options.batch)) {
-        Signer(options).sign_file(options.in, options.out);
+        Signer(options).sign_file(options.in, options.out, true);
         return exit_success;
     }
     Signer signer(options);
     return run_files(options.batch, [&signer](const BatchFile &file) {
-        signer.sign_file(file.input, file.output);
+        signer.sign_file(file.input, file.output, false);
         return FileOutcome{};
     });
 }
@@ -315,10 +352,31 @@ VerifyOptions verify_options(const VerifyCommandOptions &options) {
     return verify;
 }
 
+// Verifies one file. The verified content goes to out only when every check passed.
+VerifyResult verify_file(const VerifyCommandOptions &options,
+                         const std::optional<std::string> &in,
+                         const std::optional<std::string> &out, bool show_progress) {
+    InputMessage input(in);
+    std::optional<ProgressBar> progress;
+    if (show_progress)
+        progress.emplace(input.source());
+    std::optional<OutputFile> output;
+    if (out)
+        output.emplace(out);
+    VerifyOptions verify = verify_options(options);
+    if (output)
+        verify.temp_folder = output->folder();
+    VerifyResult result = verify_stream(input.source(), verify, output ? output->bio() : nullptr);
+    progress.reset();
+    if (result.valid && output)
+        output->commit();
+    return result;
+}
+
 // Verifies one file of a batch. The report goes to standard output, after a line naming the
 // file, or as one line of JSON; a failed check makes the status 1 and writes no output.
 FileOutcome verify_batch_file(const VerifyCommandOptions &options, const BatchFile &file) {
-    VerifyResult result = verify_message(read_input(file.input), verify_options(options));
+    VerifyResult result = verify_file(options, file.input, file.output, false);
     FileOutcome outcome;
     outcome.status = result.valid ? exit_success : exit_check_failed;
     std::ostringstream report;
@@ -333,8 +391,6 @@ FileOutcome verify_batch_file(const VerifyCommandOptions &options, const BatchFi
     if (!result.valid)
         outcome.notices += "p11smime: error: " + file.input + ": verification failed: " +
                            result.failures.front() + "\n";
-    else if (file.output)
-        write_output(file.output, result.content);
     return outcome;
 }
 
@@ -359,8 +415,7 @@ int run_verify(const VerifyCommandOptions &options) {
     if (is_batch(options.batch))
         return run_verify_batch(options);
 
-    std::string message = read_input(options.in);
-    VerifyResult result = verify_message(message, verify_options(options));
+    VerifyResult result = verify_file(options, options.in, options.out, true);
     if (options.json)
         print_verify_json(std::cout, result);
     else
@@ -372,8 +427,6 @@ int run_verify(const VerifyCommandOptions &options) {
         std::cerr << "p11smime: error: verification failed: " << result.failures.front() << "\n";
         return exit_check_failed;
     }
-    if (options.out)
-        write_output(options.out, result.content);
     return exit_success;
 }
 
@@ -395,10 +448,16 @@ std::string subject_text(X509 *certificate) {
 std::vector<X509Ptr> encrypt_file(const EncryptCommandOptions &options,
                                   const Recipients &recipients,
                                   const std::optional<std::string> &in,
-                                  const std::optional<std::string> &out) {
-    std::string message = read_input(in);
-    std::vector<X509Ptr> certificates = recipients.for_message(message);
-    write_output(out, encrypt_to(certificates, options.encryption, message));
+                                  const std::optional<std::string> &out, bool show_progress) {
+    InputMessage input(in);
+    std::optional<ProgressBar> progress;
+    if (show_progress)
+        progress.emplace(input.source());
+    std::vector<X509Ptr> certificates = recipients.for_message(input.source());
+    OutputFile output(out);
+    encrypt_stream(input.source(), output.bio(),
+                   encrypt_options(certificates, options.encryption, output.folder()));
+    output.commit();
     return certificates;
 }
 
@@ -411,14 +470,16 @@ int run_encrypt(const EncryptCommandOptions &options) {
     Recipients recipients(options.encryption, token_options(options.common));
 
     if (!is_batch(options.batch)) {
-        std::vector<X509Ptr> used = encrypt_file(options, recipients, options.in, options.out);
+        std::vector<X509Ptr> used =
+            encrypt_file(options, recipients, options.in, options.out, true);
         if (options.json)
             print_encrypt_json(std::cout, used, options.encryption.cipher,
                                options.encryption.rsa_oaep);
         return exit_success;
     }
     return run_files(options.batch, [&](const BatchFile &file) {
-        std::vector<X509Ptr> used = encrypt_file(options, recipients, file.input, file.output);
+        std::vector<X509Ptr> used =
+            encrypt_file(options, recipients, file.input, file.output, false);
         FileOutcome outcome;
         if (options.json) {
             std::ostringstream report;
@@ -495,9 +556,18 @@ class TokenKeyLookup {
 // as JSON; a failure writes no output.
 FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &lookup,
                          const std::optional<std::string> &in,
-                         const std::optional<std::string> &out) {
-    DecryptResult result = decrypt_message(read_input(in), std::ref(lookup),
-                                           verify_options(options.verify), !options.no_verify);
+                         const std::optional<std::string> &out, bool show_progress) {
+    InputMessage input(in);
+    std::optional<ProgressBar> progress;
+    if (show_progress)
+        progress.emplace(input.source());
+    OutputFile output(out);
+    VerifyOptions verify = verify_options(options.verify);
+    verify.temp_folder = output.folder();
+    DecryptResult result = decrypt_stream(input.source(), std::ref(lookup), verify,
+                                          !options.no_verify, output.bio());
+    progress.reset();
+
     FileOutcome outcome;
     outcome.status = result.valid ? exit_success : exit_check_failed;
     std::ostringstream report;
@@ -517,7 +587,7 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
         outcome.notices += "p11smime: error: " + prefix + result.failures.front() + "\n";
         return outcome;
     }
-    write_output(out, result.content);
+    output.commit();
     return outcome;
 }
 
@@ -528,14 +598,16 @@ int run_decrypt(const DecryptCommandOptions &options) {
     TokenKeyLookup lookup(options);
     if (is_batch(options.batch))
         return run_files(options.batch, [&](const BatchFile &file) {
-            FileOutcome outcome = decrypt_file(options, lookup, file.input, file.output);
+            FileOutcome outcome =
+                decrypt_file(options, lookup, file.input, file.output, false);
             if (!options.verify.json)
                 outcome.notices = batch_header(file.input) + outcome.notices;
             return outcome;
         });
 
     require_out_for_json(options.verify.json, options.verify.out);
-    FileOutcome outcome = decrypt_file(options, lookup, options.verify.in, options.verify.out);
+    FileOutcome outcome =
+        decrypt_file(options, lookup, options.verify.in, options.verify.out, true);
     std::cout << outcome.report;
     std::cerr << outcome.notices;
     return outcome.status;

@@ -1,12 +1,85 @@
 // Input and output for the command: files or standard streams, atomic writes, PIN prompts.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 
+#include "cms/source.h"
+#include "common/ossl.h"
+#include "common/tempfile.h"
 #include "token/pin.h"
 
 namespace p11smime::cli {
+
+// A message to process: the file at path, or standard input when path is empty or "-".
+// Standard input is read into memory up to max_stdin_in_memory bytes and copied to an
+// unnamed temporary file beyond that, so it can be read more than once in bounded memory.
+class InputMessage {
+  public:
+    // Opens the input. Throws Error naming it when it cannot be read.
+    explicit InputMessage(const std::optional<std::string> &path);
+
+    MessageSource &source() { return *source_; }
+
+    static constexpr size_t max_stdin_in_memory = 8 * 1024 * 1024;
+
+  private:
+    void read_standard_input();
+
+    std::string memory_;
+    std::unique_ptr<TempFile> spool_;
+    std::optional<MessageSource> source_;
+};
+
+// An output written as it is produced and published by commit(): a temporary file next to
+// path that is renamed onto it, or, for standard output (path empty or "-"), an unnamed
+// temporary file that is copied to standard output. Without commit(), nothing appears.
+class OutputFile {
+  public:
+    // Creates the temporary file. Throws Error naming path when it cannot.
+    explicit OutputFile(const std::optional<std::string> &path);
+    ~OutputFile();
+    OutputFile(const OutputFile &) = delete;
+    OutputFile &operator=(const OutputFile &) = delete;
+
+    // The BIO that the output is written to.
+    BIO *bio() const { return bio_.get(); }
+
+    // The folder for other temporary files that belong with this output.
+    const std::string &folder() const { return folder_; }
+
+    // Publishes the output. Throws Error when writing or renaming fails.
+    void commit();
+
+  private:
+    std::optional<std::string> path_; // none for standard output
+    std::string temporary_;           // the named temporary file, for a path
+    std::string folder_;
+    std::unique_ptr<TempFile> spool_; // for standard output
+    int fd_ = -1;
+    BioPtr bio_;
+    bool committed_ = false;
+};
+
+// Shows the progress of one large input on standard error, when it is a terminal and the
+// input is over min_size; otherwise does nothing.
+class ProgressBar {
+  public:
+    explicit ProgressBar(MessageSource &source);
+    ~ProgressBar();
+    ProgressBar(const ProgressBar &) = delete;
+    ProgressBar &operator=(const ProgressBar &) = delete;
+
+    static constexpr uint64_t min_size = 8 * 1024 * 1024;
+
+  private:
+    void show(uint64_t done, uint64_t total);
+
+    MessageSource *source_ = nullptr;
+    int last_percent_ = -1;
+    bool shown_ = false;
+};
 
 // Reads a whole file, or standard input when path is empty or "-". Throws Error naming it.
 std::string read_input(const std::optional<std::string> &path);

@@ -87,11 +87,16 @@ void write_output(const std::optional<std::string> &path, const std::string &dat
 }
 
 InputMessage::InputMessage(const std::optional<std::string> &path) {
-    if (path && *path != "-") {
-        source_.emplace(MessageSource::open_file(*path));
+    if (!path || *path == "-") {
+        read_standard_input();
         return;
     }
-    read_standard_input();
+    source_.emplace(MessageSource::open_file(*path));
+    if (source_->size() > max_file_in_memory)
+        return;
+    // A small file is read once into memory, instead of once for every pass over it.
+    memory_ = source_->read_range(0, static_cast<size_t>(source_->size()));
+    source_.emplace(MessageSource::from_memory(memory_));
 }
 
 void InputMessage::read_standard_input() {
@@ -125,7 +130,7 @@ namespace {
 
 // Output is written through a buffer of this size, so that a large message costs few system
 // calls.
-constexpr int output_buffer_size = 256 * 1024;
+constexpr int output_buffer_size = 64 * 1024;
 
 BioPtr buffered_fd_bio(int fd) {
     BioPtr chain(BIO_new(BIO_f_buffer()));

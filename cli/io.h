@@ -15,6 +15,7 @@ namespace p11smime::cli {
 // A message to process: the file at path, or standard input when path is empty or "-".
 // Standard input is read into memory up to max_stdin_in_memory bytes and copied to an
 // unnamed temporary file beyond that, so it can be read more than once in bounded memory.
+// A file is read in pieces as it is needed, unless it is small.
 class InputMessage {
   public:
     // Opens the input. Throws Error naming it when it cannot be read.
@@ -23,6 +24,9 @@ class InputMessage {
     MessageSource &source() { return *source_; }
 
     static constexpr size_t max_stdin_in_memory = 8 * 1024 * 1024;
+
+    // Files up to this size are read into memory whole, as most mail is.
+    static constexpr uint64_t max_file_in_memory = 1024 * 1024;
 
   private:
     void read_standard_input();

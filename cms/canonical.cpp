@@ -23,7 +23,7 @@ CanonicalEntity::CanonicalEntity(const MessageHeaders &headers, const MessageSou
 bool CanonicalEntity::body_needs_encoding() const {
     TransferEncodingScan scan;
     SourceRangeReader body(source_, headers_.body_offset, source_.size());
-    std::vector<char> buffer(stream_chunk_size);
+    std::vector<char> buffer(buffer_size_for(body.size_hint()));
     while (size_t count = body.read(buffer.data(), buffer.size())) {
         scan.update(buffer.data(), count);
         if (scan.needed())

@@ -46,6 +46,22 @@ size_t StringReader::read(char *buffer, size_t size) {
     return size;
 }
 
+size_t buffer_size_for(uint64_t size_hint) {
+    // One byte more than the hint, so the read that finds the end needs no second buffer.
+    return size_hint >= stream_chunk_size ? stream_chunk_size : static_cast<size_t>(size_hint) + 1;
+}
+
+uint64_t ChainReader::size_hint() const {
+    uint64_t total = 0;
+    for (size_t i = current_; i < parts_.size(); ++i) {
+        uint64_t part = parts_[i]->size_hint();
+        if (part == UINT64_MAX)
+            return UINT64_MAX;
+        total += part;
+    }
+    return total;
+}
+
 size_t ChainReader::read(char *buffer, size_t size) {
     for (; current_ < parts_.size(); ++current_)
         if (size_t count = parts_[current_]->read(buffer, size))
@@ -115,9 +131,14 @@ void LfConverter::finish(std::string &out) {
     pending_cr_ = false;
 }
 
+uint64_t CrlfReader::size_hint() const {
+    uint64_t inner = inner_->size_hint();
+    return inner == UINT64_MAX ? inner : 2 * inner + (converted_.size() - offset_);
+}
+
 size_t CrlfReader::read(char *buffer, size_t size) {
     while (offset_ == converted_.size()) {
-        input_.resize(stream_chunk_size);
+        input_.resize(buffer_size_for(inner_->size_hint()));
         size_t count = inner_->read(input_.data(), input_.size());
         if (count == 0)
             return 0;
@@ -244,7 +265,7 @@ std::string scratch_folder(const std::string &folder) {
 }
 
 void copy_all(Reader &reader, const std::function<void(const char *, size_t)> &sink) {
-    std::vector<char> buffer(stream_chunk_size);
+    std::vector<char> buffer(buffer_size_for(reader.size_hint()));
     while (size_t count = reader.read(buffer.data(), buffer.size()))
         sink(buffer.data(), count);
 }

@@ -22,6 +22,9 @@ namespace p11smime {
 // hashing, small enough that buffers stay a small part of the memory bound.
 constexpr size_t stream_chunk_size = 256 * 1024;
 
+// Returns the size of a buffer for reading size_hint bytes: stream_chunk_size at most.
+size_t buffer_size_for(uint64_t size_hint);
+
 // A stream of bytes read in chunks.
 class Reader {
   public:
@@ -30,6 +33,10 @@ class Reader {
     // Reads up to size bytes into buffer. Returns the number read, which is 0 only at the end.
     // Throws Error when the underlying read fails.
     virtual size_t read(char *buffer, size_t size) = 0;
+
+    // Returns the most bytes that are left, when known, so that buffers for small inputs stay
+    // small.
+    virtual uint64_t size_hint() const { return UINT64_MAX; }
 };
 
 // The bytes [start, end) of a message source. With report set, it reports its progress
@@ -40,6 +47,7 @@ class SourceRangeReader : public Reader {
                       bool report = false)
         : source_(source), position_(start), end_(end), report_(report) {}
     size_t read(char *buffer, size_t size) override;
+    uint64_t size_hint() const override { return end_ - position_; }
 
   private:
     const MessageSource &source_;
@@ -53,6 +61,7 @@ class StringReader : public Reader {
   public:
     explicit StringReader(std::string text) : text_(std::move(text)) {}
     size_t read(char *buffer, size_t size) override;
+    uint64_t size_hint() const override { return text_.size() - position_; }
 
   private:
     std::string text_;
@@ -64,6 +73,7 @@ class ChainReader : public Reader {
   public:
     explicit ChainReader(std::vector<std::unique_ptr<Reader>> parts) : parts_(std::move(parts)) {}
     size_t read(char *buffer, size_t size) override;
+    uint64_t size_hint() const override;
 
   private:
     std::vector<std::unique_ptr<Reader>> parts_;
@@ -111,6 +121,7 @@ class CrlfReader : public Reader {
   public:
     explicit CrlfReader(std::unique_ptr<Reader> inner) : inner_(std::move(inner)) {}
     size_t read(char *buffer, size_t size) override;
+    uint64_t size_hint() const override; // at most twice the input, when every byte is LF
 
   private:
     std::unique_ptr<Reader> inner_;

@@ -32,7 +32,7 @@ bool CanonicalEntity::body_needs_encoding() const {
     return scan.needed();
 }
 
-// GMime picks quoted-printable or base64 for the body and writes the entity in CRLF; parsed
+// GMime picks quoted-printable or base64 for the body and writes the entity in CRLF. Parsed
 // from a file stream, it reads the body from the file instead of copying it into memory.
 void CanonicalEntity::reencode(const std::string &temp_folder) {
     GPtr<GMimeMessage> parsed = parse_message(source_);

@@ -1,5 +1,6 @@
 #include "cms/cms_split.h"
 
+#include <climits>
 #include <cstring>
 
 #include <openssl/asn1.h>
@@ -26,9 +27,9 @@ struct Header {
     bool is(int class_bits, int number) const { return tag_class == class_bits && tag == number; }
 };
 
-// X.690 section 8.1.3.5: a long length has at most 126 octets, but lengths over 2^63 are
-// useless here, so a header of a tag octet, up to four tag number octets and nine length
-// octets is all that is ever read ahead.
+// X.690 section 8.1.3.5 allows up to 126 length octets, but a length over 2^63 is useless
+// here. So a header read ahead is at most a tag octet, four tag number octets and nine length
+// octets.
 constexpr size_t max_header_size = 14;
 
 // Reads BER elements from a Reader, keeping only a small window of it in memory.
@@ -47,7 +48,9 @@ class BerReader {
     }
 
     // Returns the next header without consuming it.
-    Header peek_header() {
+    const Header &peek_header() {
+        if (has_peeked_)
+            return peeked_;
         fill(max_header_size);
         if (available() == 0)
             throw Error("the CMS structure ends early");
@@ -55,17 +58,23 @@ class BerReader {
         const unsigned char *cursor = start;
         long length = 0;
         Header header;
-        int flags = ASN1_get_object(&cursor, &length, &header.tag, &header.tag_class,
-                                    static_cast<long>(available()));
-        clear_openssl_errors(); // ASN1_get_object() also queues an error for contents
-                                // longer than the window, which is expected here
-        if (cursor == start || ((flags & 0x80) && length < 0))
+        // The window is followed by zero padding, so ASN1_get_object() cannot read past it,
+        // and the largest omax keeps it from queuing an error for contents longer than the
+        // window, which would cost more than the header itself on a stream of small pieces.
+        int flags = ASN1_get_object(&cursor, &length, &header.tag, &header.tag_class, LONG_MAX);
+        if (cursor == start || length < 0) {
+            clear_openssl_errors();
             throw Error("the CMS structure is not valid BER");
+        }
+        if (static_cast<size_t>(cursor - start) > available())
+            throw Error("the CMS structure ends early");
         header.constructed = (flags & V_ASN1_CONSTRUCTED) != 0;
         header.indefinite = (flags & 0x01) != 0;
         header.length = header.indefinite ? 0 : static_cast<uint64_t>(length);
         header.raw.assign(&buffer_[begin_], static_cast<size_t>(cursor - start));
-        return header;
+        peeked_ = std::move(header);
+        has_peeked_ = true;
+        return peeked_;
     }
 
     // Passes the next length bytes to sink, in pieces.
@@ -87,6 +96,7 @@ class BerReader {
     void consume(size_t size) {
         begin_ += size;
         position_ += size;
+        has_peeked_ = false;
     }
 
     // Makes at least wanted bytes available, unless the input ends first.
@@ -98,12 +108,13 @@ class BerReader {
             end_ -= begin_;
             begin_ = 0;
         }
-        buffer_.resize(stream_chunk_size);
+        buffer_.resize(stream_chunk_size + max_header_size);
         while (available() < wanted && !at_end_) {
-            size_t count = reader_.read(&buffer_[end_], buffer_.size() - end_);
+            size_t count = reader_.read(&buffer_[end_], stream_chunk_size - end_);
             at_end_ = count == 0;
             end_ += count;
         }
+        std::memset(&buffer_[end_], 0, max_header_size);
     }
 
     Reader &reader_;
@@ -112,6 +123,8 @@ class BerReader {
     size_t end_ = 0;
     bool at_end_ = false;
     uint64_t position_ = 0;
+    Header peeked_; // the header that peek_header() read, while has_peeked_ is set
+    bool has_peeked_ = false;
 };
 
 // Builds the structure without its content. Every element on the path to the content is

@@ -224,7 +224,7 @@ std::string subject_of(X509 *certificate) {
     return text;
 }
 
-// Where a decrypted entity goes back: behind the routing headers of the message it came
+// The placement of a decrypted entity: behind the routing headers of the message it came
 // from, in that message's line endings. A bare CMS input has no headers, and its entity stays
 // as it is.
 struct Rewrap {
@@ -233,7 +233,7 @@ struct Rewrap {
     bool bare = true;
 };
 
-// Writes an entity, in chunks, as Rewrap says.
+// Writes an entity, in chunks, as its Rewrap describes.
 class RewrapWriter {
   public:
     RewrapWriter(const Rewrap &rewrap, std::function<void(const char *, size_t)> sink)
@@ -488,7 +488,7 @@ DecryptResult Unwrapper::run(const MessageSource &input) {
         if (top.structure != Structure::enveloped && !verify_)
             break;
         if (pending_) {
-            // The decrypted entity holds another layer, which is read with its headers back.
+            // The decrypted entity contains another layer, which is read with its headers back.
             auto rewrapped = std::make_unique<Scratch>(small_, folder_);
             RewrapWriter writer(*pending_, [&rewrapped](const char *data, size_t size) {
                 rewrapped->write(data, size);

@@ -82,7 +82,7 @@ std::string der_of(CMS_ContentInfo *cms) {
 }
 
 // Returns an EnvelopedData, or AuthEnvelopedData for GCM, with its recipients, ready for its
-// content; flags say whether the content is streamed.
+// content. The flags select streaming.
 CmsPtr new_enveloped_data(const EncryptOptions &options, unsigned int flags) {
     const EVP_CIPHER *cipher = content_cipher(options.cipher);
     flags |= CMS_BINARY | CMS_PARTIAL;

@@ -37,8 +37,8 @@ std::string encrypt_message(const std::string &message, const EncryptOptions &op
 
 // Encrypts source as encrypt_message() does and writes the result to out as it is produced,
 // so that a message of any size costs bounded memory. The CMS structure is streamed in BER
-// with indefinite lengths, where encrypt_message() writes DER. On an error out holds a
-// partial message, which the caller discards. Throws Error or OpensslError.
+// with indefinite lengths, where encrypt_message() writes DER. After an error, out contains
+// a partial message, which the caller discards. Throws Error or OpensslError.
 void encrypt_stream(const MessageSource &source, BIO *out, const EncryptOptions &options);
 
 // Returns the To, Cc and Bcc addresses in the header block of source, in that order.

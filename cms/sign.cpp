@@ -75,8 +75,8 @@ void use_rsa_pss(CMS_SignerInfo *signer) {
         X509_ALGOR_set0(algorithm, OBJ_nid2obj(NID_rsassaPss), V_ASN1_UNDEF, nullptr);
 }
 
-// Returns a SignedData with its signer, ready for its content: flags say whether the content
-// is detached and whether it is streamed.
+// Returns a SignedData with its signer, ready for its content. The flags select a detached
+// or embedded content, and streaming.
 CmsPtr new_signed_data(const SignOptions &options, const std::string &digest,
                        unsigned int flags) {
     CmsPtr cms(CMS_sign(nullptr, nullptr, options.chain, nullptr, flags | CMS_PARTIAL));

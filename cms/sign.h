@@ -37,8 +37,8 @@ std::string sign_message(const std::string &message, const SignOptions &options)
 
 // Signs source as sign_message() does and writes the signed message to out as it is produced,
 // so that a message of any size costs bounded memory. An opaque signature is streamed in BER
-// with indefinite lengths (RFC 5652 allows BER), where sign_message() writes DER. On an error
-// out holds a partial message, which the caller discards. Throws Error or OpensslError.
+// with indefinite lengths (RFC 5652 allows BER), where sign_message() writes DER. After an
+// error, out contains a partial message, which the caller discards. Throws Error or OpensslError.
 void sign_stream(const MessageSource &source, BIO *out, const SignOptions &options);
 
 // Returns the digest name sign_message uses for key when options.digest is empty.

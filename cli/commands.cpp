@@ -227,8 +227,8 @@ std::string batch_header(const std::string &file) { return file + ":\n"; }
 
 // The parts of `sign` that are set up once and shared by every file: the token key, logged
 // in once, its certificate and chain, and the recipients of --encrypt-to.
-// NOTE: a batch stops at the first token failure; a key that reconnects after a lost session
-// would let the remaining files go on.
+// NOTE: when the token is removed or its sessions are lost, every later file of a batch fails
+// too, because the key does not reconnect.
 class Signer {
   public:
     explicit Signer(const SignCommandOptions &options) : options_(options) {

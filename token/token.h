@@ -134,8 +134,6 @@ class TokenKey {
 // share it, so a batch loads the module once and logs in to each token once; the module stays
 // loaded while the returned pointer or any key from it lives. Throws Error naming the path
 // when the module cannot be loaded.
-// NOTE: a module whose token is removed or whose sessions are lost stays broken for every key
-// opened from it; nothing here reconnects.
 std::shared_ptr<Pkcs11Context> load_module(const std::string &path);
 
 // Opens the token named by key_uri, logs in, and returns its private key. The certificate is

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Large messages stream in bounded memory: sign (detached and opaque), verify, encrypt and
-# decrypt a generated message of STREAMING_TEST_MIB MiB (default 256) with a peak RSS under
-# 64 MiB each, and check the results with openssl cms and byte for byte. A tampered
-# AES-GCM message leaves no output, and the progress bar appears only on a terminal.
+# Large messages stream in bounded memory. Sign (detached and opaque), verify, encrypt and
+# decrypt a generated message of STREAMING_TEST_MIB MiB (default 256), each with a peak RSS
+# under 64 MiB. openssl cms checks the signatures, and the round trips give back the bytes.
+# A tampered AES-GCM message leaves no output, and the progress bar appears only on a terminal.
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -250,7 +250,7 @@ TEST_CASE("encrypt_message round-trips through decrypt_message, and a tampered t
     CHECK(result.valid);
     CHECK(result.content == unit_message);
 
-    // The last base64 line before the end holds the GCM tag (mac) of the structure.
+    // The last base64 line before the end contains the GCM tag (mac) of the structure.
     size_t tag = encrypted.rfind('\n', encrypted.size() - 2) - 5;
     encrypted[tag] = encrypted[tag] == 'A' ? 'B' : 'A';
     DecryptResult tampered = decrypt_message(encrypted, lookup, VerifyOptions(), true);

@@ -68,12 +68,16 @@ ca_file=$work_dir/hsm/ca/ca.pem
 sign=("$P11SMIME" sign --module "$SOFTHSM_MODULE" --key "$key_uri" --pin-file "$pin_file")
 
 # Records NAME with the wall seconds, CPU seconds and peak RSS in KiB of one run of COMMAND.
-# The command's standard error goes to DIR/stderr.log; a failure stops the benchmark.
+# The command's standard error goes to DIR/stderr.log; a failure stops the benchmark. Dirty
+# pages are written out first, because the gigabytes that earlier commands wrote would
+# otherwise throttle the writes of whichever command comes next.
 # measure NAME COMMAND [ARG...]
 measure() {
     local name=$1
     shift
-    if ! python3 "$source_dir/bench/measure.py" "$timings" "$name" "$work_dir/stderr.log" "$@"; then
+    sync
+    if ! python3 "$source_dir/bench/measure.py" "$timings" "$name" "$work_dir/stderr.log" \
+        "$@"; then
         tail -n 20 -- "$work_dir/stderr.log" >&2
         exit 1
     fi
@@ -130,7 +134,8 @@ done
 
 echo "bench: one process against one openssl process" >&2
 for ((run = 1; run <= single_processes; run++)); do
-    measure single_p11smime "${sign[@]}" --in "$work_dir/small/message-1.eml" --out "$work_dir/single.eml"
+    measure single_p11smime "${sign[@]}" --in "$work_dir/small/message-1.eml" \
+        --out "$work_dir/single.eml"
     measure single_openssl env PKCS11_MODULE_PATH="$SOFTHSM_MODULE" openssl cms -sign \
         -engine pkcs11 -keyform engine -inkey "$key_uri;pin-value=$(cat -- "$pin_file")" \
         -signer "$work_dir/hsm/certs/rsa2048.pem" -in "$work_dir/small/message-1.eml" \

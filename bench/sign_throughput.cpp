@@ -34,8 +34,7 @@ constexpr unsigned char sha256_prefix[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0
 
 void check(CK_RV rv, const char *operation) {
     if (rv != CKR_OK)
-        throw std::runtime_error(std::string(operation) + " failed: CKR 0x" +
-                                 std::to_string(rv));
+        throw std::runtime_error(std::string(operation) + " failed: CKR 0x" + std::to_string(rv));
 }
 
 double milliseconds_since(Clock::time_point start) {

@@ -50,8 +50,8 @@ void CanonicalEntity::reencode(const std::string &temp_folder) {
 
 std::unique_ptr<Reader> CanonicalEntity::open(bool report) const {
     if (reencoded_source_)
-        return std::make_unique<CrlfReader>(std::make_unique<SourceRangeReader>(
-            *reencoded_source_, 0, reencoded_source_->size()));
+        return std::make_unique<CrlfReader>(
+            std::make_unique<SourceRangeReader>(*reencoded_source_, 0, reencoded_source_->size()));
 
     std::vector<std::unique_ptr<Reader>> parts;
     parts.push_back(std::make_unique<StringReader>(prefix_));

@@ -379,8 +379,9 @@ int peek_cms_type(Reader &der) {
         if (!type.is(V_ASN1_UNIVERSAL, V_ASN1_OBJECT) || type.length > 64)
             return NID_undef;
         std::string element = type.raw;
-        input.read_bytes(type.length,
-                         [&element](const char *data, size_t size) { element.append(data, size); });
+        input.read_bytes(type.length, [&element](const char *data, size_t size) {
+            element.append(data, size);
+        });
         const auto *bytes = reinterpret_cast<const unsigned char *>(element.data());
         ASN1_OBJECT *object = d2i_ASN1_OBJECT(nullptr, &bytes, static_cast<long>(element.size()));
         int nid = object ? OBJ_obj2nid(object) : NID_undef;

@@ -436,7 +436,8 @@ bool Unwrapper::decrypt_layer(const TopLevel &top, const MessageSource &current,
     RewrapWriter output(rewrap, [this](const char *data, size_t size) {
         write_output(data, size);
     });
-    std::function<bool(const std::string &)> is_last = [this, &top, last](const std::string &head) {
+    std::function<bool(const std::string &)> is_last = [this, &top,
+                                                         last](const std::string &head) {
         return last || is_last_layer(head, top.bare);
     };
     PlaintextRouter router(is_last, output, *plaintext);

@@ -105,8 +105,8 @@ class LineScanner {
         }
     }
 
-    // Maximum length of a delimiter line that is kept whole: "--", a boundary of at most 70 characters (RFC 2046
-    // section 5.1.1), "--" and generous transport padding.
+    // Maximum length of a delimiter line that is kept whole: "--", a boundary of at most 70
+    // characters (RFC 2046 section 5.1.1), "--" and generous transport padding.
     static constexpr size_t max_kept = 1024;
 
   private:

@@ -54,8 +54,8 @@ MessageSource MessageSource::from_memory(std::string_view bytes) {
 }
 
 MessageSource::MessageSource(MessageSource &&other) noexcept
-    : fd_(other.fd_), memory_(other.memory_), size_(other.size_),
-      name_(std::move(other.name_)), progress_(std::move(other.progress_)) {
+    : fd_(other.fd_), memory_(other.memory_), size_(other.size_), name_(std::move(other.name_)),
+      progress_(std::move(other.progress_)) {
     other.fd_ = -1;
 }
 

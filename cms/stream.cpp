@@ -73,7 +73,9 @@ GMimeStreamReader::GMimeStreamReader(GMimeStream *stream) : stream_(stream) {
     g_object_ref(stream_);
 }
 
-GMimeStreamReader::~GMimeStreamReader() { g_object_unref(stream_); }
+GMimeStreamReader::~GMimeStreamReader() {
+    g_object_unref(stream_);
+}
 
 size_t GMimeStreamReader::read(char *buffer, size_t size) {
     ssize_t count = g_mime_stream_read(stream_, buffer, size);
@@ -207,7 +209,9 @@ void TransferEncodingScan::update(const char *data, size_t size) {
     }
 }
 
-bool TransferEncodingScan::needed() const { return needed_ || line_length_ > max_line_length; }
+bool TransferEncodingScan::needed() const {
+    return needed_ || line_length_ > max_line_length;
+}
 
 Scratch::Scratch(bool small, const std::string &temp_folder) {
     if (!small)
@@ -318,8 +322,8 @@ BioPtr new_bio(const BIO_METHOD *method, void *data) {
 } // namespace
 
 ReaderBio::ReaderBio(Reader &reader) : reader_(reader) {
-    static BIO_METHOD *method = make_method("p11smime reader", read_callback, nullptr,
-                                            control_callback);
+    static BIO_METHOD *method =
+        make_method("p11smime reader", read_callback, nullptr, control_callback);
     bio_ = new_bio(method, this);
 }
 
@@ -345,8 +349,8 @@ void ReaderBio::rethrow() const {
 }
 
 SinkBio::SinkBio(std::function<void(const char *, size_t)> sink) : sink_(std::move(sink)) {
-    static BIO_METHOD *method = make_method("p11smime sink", nullptr, write_callback,
-                                            control_callback);
+    static BIO_METHOD *method =
+        make_method("p11smime sink", nullptr, write_callback, control_callback);
     bio_ = new_bio(method, this);
 }
 

@@ -23,8 +23,7 @@ TempFile::TempFile(const std::string &folder) {
     name.push_back('\0');
     fd_ = mkostemp(name.data(), O_CLOEXEC);
     if (fd_ < 0)
-        throw Error("cannot create a temporary file in '" + folder + "': " +
-                        std::strerror(errno),
+        throw Error("cannot create a temporary file in '" + folder + "': " + std::strerror(errno),
                     "check that the folder exists, is writable and has free space");
     unlink(name.data());
 }

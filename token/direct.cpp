@@ -15,7 +15,9 @@ DirectSession::DirectSession(const Pkcs11Context &context, PKCS11_SLOT *slot)
         throw Pkcs11Error(rv, "C_OpenSession", token_label_);
 }
 
-DirectSession::~DirectSession() { functions_->C_CloseSession(session_); }
+DirectSession::~DirectSession() {
+    functions_->C_CloseSession(session_);
+}
 
 namespace {
 

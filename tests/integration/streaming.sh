@@ -58,7 +58,8 @@ write_large_message "$TEST_TMP/large.eml" "$STREAMING_TEST_MIB" crlf
 
 step "detached signing stays under 64 MiB and openssl verifies the result"
 expect_bounded sign-detached "${SIGN[@]}" --in "$TEST_TMP/large.eml" --out "$TEST_TMP/signed.eml"
-[[ ! -s $LAST_STDERR ]] || fail "signing wrote to stderr, which is not a terminal: $(<"$LAST_STDERR")"
+[[ ! -s $LAST_STDERR ]] ||
+    fail "signing wrote to stderr, which is not a terminal: $(<"$LAST_STDERR")"
 expect_exit 0 openssl cms -verify -CAfile "$CA_FILE" -purpose any -in "$TEST_TMP/signed.eml" \
     -out "$TEST_TMP/openssl-content.eml"
 
@@ -119,7 +120,8 @@ cmp -s -- "$TEST_TMP/medium.eml" "$LAST_STDOUT" ||
 
 step "an LF message signs and verifies across chunk borders with its line endings kept"
 expect_exit 0 "${SIGN[@]}" --in "$TEST_TMP/medium.eml" --out "$TEST_TMP/medium-signed.eml"
-expect_exit 0 "${VERIFY[@]}" --in "$TEST_TMP/medium-signed.eml" --out "$TEST_TMP/medium-verified.eml"
+expect_exit 0 "${VERIFY[@]}" --in "$TEST_TMP/medium-signed.eml" \
+    --out "$TEST_TMP/medium-verified.eml"
 cmp -s -- "$TEST_TMP/medium.eml" "$TEST_TMP/medium-verified.eml" ||
     fail "the verified content of an LF message differs from it"
 expect_exit 0 openssl cms -verify -CAfile "$CA_FILE" -purpose any \

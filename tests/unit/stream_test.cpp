@@ -60,7 +60,8 @@ TEST_CASE("lf converter matches to_lf at every split") {
 }
 
 TEST_CASE("transfer encoding scan matches needs_transfer_encoding in chunks") {
-    std::vector<std::string> samples = {"plain ascii\r\n", "caf\xc3\xa9\n",
+    std::vector<std::string> samples = {"plain ascii\r\n",
+                                        "caf\xc3\xa9\n",
                                         std::string("nul\0byte", 8),
                                         std::string(999, 'x') + "\n",
                                         std::string(998, 'x') + "\r\n",
@@ -159,9 +160,8 @@ TEST_CASE("split_cms takes out signed content from DER") {
 
     std::string taken;
     std::unique_ptr<Reader> der = der_reader(cms.get(), false);
-    SplitCms split = split_cms(*der, [&taken](const char *bytes, size_t size) {
-        taken.append(bytes, size);
-    });
+    SplitCms split =
+        split_cms(*der, [&taken](const char *bytes, size_t size) { taken.append(bytes, size); });
     CHECK(split.had_content);
     CHECK(taken == content);
     ASN1_OCTET_STRING **econtent = CMS_get0_content(split.structure.get());
@@ -189,9 +189,8 @@ TEST_CASE("split_cms takes out encrypted content from streamed BER") {
     StringReader reader(std::string(bytes, static_cast<size_t>(length)));
 
     std::string ciphertext;
-    SplitCms split = split_cms(reader, [&ciphertext](const char *chunk, size_t size) {
-        ciphertext.append(chunk, size);
-    });
+    SplitCms split = split_cms(
+        reader, [&ciphertext](const char *chunk, size_t size) { ciphertext.append(chunk, size); });
     CHECK(split.had_content);
     CHECK(ciphertext.size() == plaintext.size());
 
@@ -207,8 +206,8 @@ TEST_CASE("split_cms takes out encrypted content from streamed BER") {
 TEST_CASE("peek_cms_type reads the content type only") {
     SoftwareSigner signer;
     BioPtr data(BIO_new_mem_buf("x", 1));
-    CmsPtr cms(CMS_sign(signer.certificate.get(), signer.key.get(), nullptr, data.get(),
-                        CMS_BINARY));
+    CmsPtr cms(
+        CMS_sign(signer.certificate.get(), signer.key.get(), nullptr, data.get(), CMS_BINARY));
     REQUIRE(cms);
     CHECK(peek_cms_type(*der_reader(cms.get(), false)) == NID_pkcs7_signed);
     StringReader not_cms("From: someone\n\nbody\n");

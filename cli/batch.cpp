@@ -131,9 +131,9 @@ int run_batch(const std::vector<BatchFile> &files, unsigned jobs,
             printer.finish(index, process_one(files[index], process));
     };
 
-    size_t threads_wanted = std::min<size_t>(std::max(jobs, 1u), files.size());
+    size_t thread_count = std::min<size_t>(std::max(jobs, 1u), files.size());
     std::vector<std::thread> threads;
-    for (size_t i = 1; i < threads_wanted; ++i)
+    for (size_t i = 1; i < thread_count; ++i)
         threads.emplace_back(work);
     work();
     for (auto &thread : threads)

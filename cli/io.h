@@ -20,6 +20,8 @@ class InputMessage {
   public:
     // Opens the input. Throws Error naming it when it cannot be read.
     explicit InputMessage(const std::optional<std::string> &path);
+    InputMessage(const InputMessage &) = delete; // the source may point into memory_
+    InputMessage &operator=(const InputMessage &) = delete;
 
     MessageSource &source() { return *source_; }
 

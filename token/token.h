@@ -31,7 +31,7 @@ class Pkcs11Error : public Error {
 // Returns the CKR_ name of a PKCS#11 return value, or its hexadecimal value if unknown.
 std::string ckr_name(unsigned long rv);
 
-// How the token layer finds a module and obtains a PIN.
+// Module and PIN settings for the token layer.
 struct TokenOptions {
     // --module: used when the URI has no module-path.
     std::optional<std::string> module;

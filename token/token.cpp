@@ -167,16 +167,32 @@ struct FoundKey {
     PKCS11_KEY *key = nullptr;
 };
 
+std::string describe_key(const PKCS11_KEY &key) {
+    return "'" + std::string(key.label ? key.label : "") + "' (id " + hex_id(key.id, key.id_len) +
+           ")";
+}
+
+// Returns the one private key on the slot's token that matches uri, or null. A URI that
+// matches several keys is an error: signing with an arbitrary one of them would surprise.
 PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
     PKCS11_KEY *keys = nullptr;
     unsigned int count = 0;
     if (PKCS11_enumerate_keys(slot->token, &keys, &count) != 0)
         throw Pkcs11Error(take_ckr_code(), "C_FindObjects (private keys)",
                           token_label(slot->token));
+    std::vector<PKCS11_KEY *> found;
     for (unsigned int i = 0; i < count; ++i)
         if (key_matches(uri, keys[i]))
-            return &keys[i];
-    return nullptr;
+            found.push_back(&keys[i]);
+    if (found.size() <= 1)
+        return found.empty() ? nullptr : found.front();
+
+    std::string names;
+    for (const PKCS11_KEY *key : found)
+        names += (names.empty() ? "" : ", ") + describe_key(*key);
+    throw Error("key URI '" + uri.to_display_string() + "' matches " +
+                    std::to_string(found.size()) + " private keys: " + names,
+                "add object= or id= to the URI to name one key");
 }
 
 std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Uri &uri) {
@@ -192,7 +208,7 @@ std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Ur
 FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptions &options) {
     std::vector<PKCS11_SLOT *> slots = matching_slots(context, uri);
     if (slots.empty())
-        throw Error("no token matching '" + uri.to_string() + "' in module '" +
+        throw Error("no token matching '" + uri.to_display_string() + "' in module '" +
                         context.path() + "'",
                     "insert the token, or run 'p11smime list' to see the tokens present");
 
@@ -205,7 +221,7 @@ FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptio
     }
 
     if (need_login.size() > 1)
-        throw Error("key URI '" + uri.to_string() + "' matches " +
+        throw Error("key URI '" + uri.to_display_string() + "' matches " +
                         std::to_string(need_login.size()) + " tokens that need a login",
                     "add token= or serial= to the URI so only one token gets the PIN");
 
@@ -214,7 +230,7 @@ FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptio
         if (PKCS11_KEY *key = find_private_key(need_login[0], uri))
             return {need_login[0], key};
     }
-    throw Error("no private key matching '" + uri.to_string() + "'",
+    throw Error("no private key matching '" + uri.to_display_string() + "'",
                 "run 'p11smime list --login' to see the keys and their URIs");
 }
 
@@ -241,7 +257,7 @@ X509Ptr find_certificate(PKCS11_SLOT *slot, PKCS11_KEY *key,
     }
 
     if (certificate_uri)
-        throw Error("no certificate matching '" + certificate_uri->to_string() + "'",
+        throw Error("no certificate matching '" + certificate_uri->to_display_string() + "'",
                     "run 'p11smime list' to see the certificates and their URIs");
     throw Error("token '" + token_label(slot->token) +
                     "' has no certificate with the key's CKA_ID " + hex_id(key->id, key->id_len),
@@ -313,7 +329,7 @@ TokenKey &TokenKey::operator=(TokenKey &&) noexcept = default;
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token) {
     if (key_uri.type && *key_uri.type != "private")
-        throw Error("key URI '" + key_uri.to_string() + "' names type=" + *key_uri.type,
+        throw Error("key URI '" + key_uri.to_display_string() + "' names type=" + *key_uri.type,
                     "use the URI of a private key (type=private)");
 
     auto context = std::make_shared<Pkcs11Context>(choose_module(&key_uri, options));
@@ -341,7 +357,7 @@ X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options
         for (PKCS11_CERT *cert : token_certificates(slot))
             if (certificate_matches(certificate_uri, *cert))
                 return copy_certificate(cert->x509);
-    throw Error("no certificate matching '" + uri.to_string() + "'",
+    throw Error("no certificate matching '" + uri.to_display_string() + "'",
                 "run 'p11smime list' to see the certificates and their URIs");
 }
 

@@ -150,6 +150,8 @@ void check_output_folder(const std::optional<std::string> &path) {
     if (access(folder.c_str(), W_OK) != 0)
         throw Error("output folder '" + folder + "' is not writable",
                     "give --out a path in a folder you can write");
+    if (stat(path->c_str(), &status) == 0 && S_ISDIR(status.st_mode))
+        throw Error("output '" + *path + "' is a directory", "give --out a file name");
 }
 
 bool terminal_available() {

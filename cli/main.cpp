@@ -28,11 +28,12 @@ void add_encryption_options(CLI::App *command, EncryptionSettings &settings,
     command->add_option("--cert-dir", settings.cert_dir,
                         "folder of recipient certificates, picked by the To, Cc and Bcc "
                         "addresses");
-    command->add_option("--cipher", settings.cipher,
-                        "content cipher; the GCM ciphers give AuthEnvelopedData "
-                        "(default: aes-256-cbc)")
+    command
+        ->add_option("--cipher", settings.cipher,
+                     "content cipher; the GCM ciphers give AuthEnvelopedData "
+                     "(default: aes-256-cbc)")
         ->transform(CLI::IsMember({"aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"},
-                                   CLI::ignore_case));
+                                  CLI::ignore_case));
     command->add_flag("--rsa-oaep", settings.rsa_oaep,
                       "RSAES-OAEP with SHA-256 for RSA recipients instead of PKCS#1 v1.5");
 }
@@ -41,8 +42,7 @@ void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
     command->add_option("--ca-file", options.ca_file, "PEM file of trusted CA certificates");
     command->add_option("--ca-path", options.ca_path,
                         "folder of trusted CA certificates, hashed by 'openssl rehash'");
-    command->add_flag("--no-system-ca", options.no_system_ca,
-                      "do not trust the system CA store");
+    command->add_flag("--no-system-ca", options.no_system_ca, "do not trust the system CA store");
     command->add_flag("--no-sender-check", options.no_sender_check,
                       "do not require the From address in the signer certificate");
     command->add_option("--signer-cert", options.signer_certs,
@@ -100,7 +100,8 @@ CLI::App *add_decrypt(CLI::App &app, DecryptCommandOptions &options) {
     decrypt->add_flag("--no-verify", options.no_verify,
                       "do not verify signatures; output stops at the first signed layer");
     add_verify_checks(decrypt, options.verify);
-    decrypt->add_flag("--json", options.verify.json, "print the report as JSON on standard output");
+    decrypt->add_flag("--json", options.verify.json,
+                      "print the report as JSON on standard output");
     decrypt->add_option("--in", options.verify.in, "encrypted message (default: standard input)");
     decrypt->add_option("--out", options.verify.out,
                         "decrypted message (default: standard output)");
@@ -161,9 +162,10 @@ void print_error(const Error &error) {
 } // namespace
 
 int main(int argc, char **argv) {
-    CLI::App app("p11smime: sign, verify, encrypt and decrypt S/MIME mail with keys on a "
-                 "PKCS#11 token.\nExit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
-                 "input or environment error.");
+    CLI::App app(
+        "p11smime: sign, verify, encrypt and decrypt S/MIME mail with keys on a "
+        "PKCS#11 token.\nExit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
+        "input or environment error.");
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("p11smime ") + P11SMIME_VERSION);
     app.failure_message([](const CLI::App *, const CLI::Error &error) {

@@ -90,8 +90,8 @@ X509StackPtr load_certificates(const std::vector<std::string> &files) {
 
 void check_anchor_options(const VerifyOptions &options) {
     struct stat status {};
-    if (options.ca_path && (stat(options.ca_path->c_str(), &status) != 0 ||
-                            !S_ISDIR(status.st_mode)))
+    if (options.ca_path &&
+        (stat(options.ca_path->c_str(), &status) != 0 || !S_ISDIR(status.st_mode)))
         throw Error("CA directory '" + *options.ca_path + "' is not a directory",
                     "give --ca-path a folder hashed by 'openssl rehash'");
     if (options.ca_file && stat(options.ca_file->c_str(), &status) != 0)
@@ -244,10 +244,11 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
     if (result.signers.empty())
         result.failures.push_back("the signed-data has no SignerInfo");
     for (const auto &signer : result.signers) {
-        std::string who = signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
+        std::string who =
+            signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
         if (!signer.subject.empty() && !signer.certificate_valid)
-            result.failures.push_back("certificate of " + who + " is not valid: " +
-                                      signer.certificate_error);
+            result.failures.push_back("certificate of " + who +
+                                      " is not valid: " + signer.certificate_error);
         if (options.sender_check && !signer.subject.empty() && !signer.sender_matches) {
             if (result.from.empty())
                 result.failures.push_back("the message has no From address to check against " +
@@ -285,18 +286,15 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
                     "a detached signature needs its content: expect multipart/signed");
     X509StackPtr extra = load_certificates(options.signer_certificate_files);
     std::string failure;
-    bool signature_valid =
-        check_signature(cms.get(), extra.get(), part, result.content, failure);
+    bool signature_valid = check_signature(cms.get(), extra.get(), part, result.content, failure);
     if (!signature_valid)
         result.failures.push_back(failure);
     else
         result.content = split.crlf ? to_crlf(result.content) : to_lf(result.content);
 
-    check_signers(cms.get(), extra.get(), signature_valid, options, split.from_addresses,
-                  result);
+    check_signers(cms.get(), extra.get(), signature_valid, options, split.from_addresses, result);
     if (options.sender_check && split.from_header_count > 1)
-        result.failures.push_back("the message has " +
-                                  std::to_string(split.from_header_count) +
+        result.failures.push_back("the message has " + std::to_string(split.from_header_count) +
                                   " From header fields, so its sender is ambiguous");
     collect_failures(options, result);
     if (!signature_valid)

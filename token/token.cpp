@@ -25,7 +25,9 @@ unsigned long take_ckr_code() {
     return rv;
 }
 
-std::string token_label(const PKCS11_TOKEN *token) { return token->label ? token->label : ""; }
+std::string token_label(const PKCS11_TOKEN *token) {
+    return token->label ? token->label : "";
+}
 
 bool matches(const std::optional<std::string> &wanted, const char *actual) {
     return !wanted || (actual && *wanted == actual);
@@ -44,8 +46,8 @@ bool token_matches(const Pkcs11Uri &uri, PKCS11_SLOT *slot) {
 bool key_matches(const Pkcs11Uri &uri, const PKCS11_KEY &key) {
     if (uri.object && !(key.label && *uri.object == key.label))
         return false;
-    if (uri.id && !(uri.id->size() == key.id_len &&
-                    std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
+    if (uri.id &&
+        !(uri.id->size() == key.id_len && std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
         return false;
     return true;
 }
@@ -53,8 +55,8 @@ bool key_matches(const Pkcs11Uri &uri, const PKCS11_KEY &key) {
 bool certificate_matches(const Pkcs11Uri &uri, const PKCS11_CERT &cert) {
     if (uri.object && !(cert.label && *uri.object == cert.label))
         return false;
-    if (uri.id && !(uri.id->size() == cert.id_len &&
-                    std::memcmp(uri.id->data(), cert.id, cert.id_len) == 0))
+    if (uri.id &&
+        !(uri.id->size() == cert.id_len && std::memcmp(uri.id->data(), cert.id, cert.id_len) == 0))
         return false;
     return true;
 }
@@ -65,8 +67,9 @@ void check_pin_state(const PKCS11_TOKEN *token, bool interactive, const TokenOpt
         throw Error("the user PIN of token '" + label + "' is locked (CKF_USER_PIN_LOCKED)",
                     "unblock it with the security officer PIN or the card's PUK");
     if (token->userPinFinalTry && !interactive)
-        throw Error("token '" + label + "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
-                    "p11smime does not spend it without a person at the keyboard",
+        throw Error("token '" + label +
+                        "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
+                        "p11smime does not spend it without a person at the keyboard",
                     "run the command in a terminal without --pin-file, or unblock the PIN");
     if (token->userPinFinalTry && options.warn)
         options.warn("token '" + label + "' has one PIN try left; a wrong PIN locks it");
@@ -87,7 +90,8 @@ SecurePin obtain_pin(const Pkcs11Uri *uri, const TokenOptions &options, const st
         bool readable_by_others = false;
         SecurePin pin = read_pin_file(*file, readable_by_others);
         if (readable_by_others && options.warn)
-            options.warn("PIN file '" + *file + "' is readable by group or others; "
+            options.warn("PIN file '" + *file +
+                         "' is readable by group or others; "
                          "restrict it with chmod 600");
         return pin;
     }
@@ -123,8 +127,7 @@ void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
     std::string label = token_label(token);
 
     int logged_in = 0;
-    if (!token->loginRequired ||
-        (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
+    if (!token->loginRequired || (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
         return;
 
     check_pin_state(token, pin_is_interactive(uri, options), options);
@@ -143,9 +146,10 @@ void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
     if (PKCS11_login(slot, 0, pin.c_str()) != 0) {
         unsigned long rv = take_ckr_code();
         throw Pkcs11Error(rv, "C_Login", label,
-                          rv == CKR_PIN_INCORRECT ? "check the PIN; p11smime did not retry it, so the token "
-                                         "counted one failed try"
-                                       : std::string());
+                          rv == CKR_PIN_INCORRECT
+                              ? "check the PIN; p11smime did not retry it, so the token "
+                                "counted one failed try"
+                              : std::string());
     }
     context.keep_pin(std::move(pin));
 }
@@ -248,10 +252,9 @@ X509Ptr find_certificate(PKCS11_SLOT *slot, PKCS11_KEY *key,
                           token_label(slot->token));
 
     for (unsigned int i = 0; i < count; ++i) {
-        bool wanted = certificate_uri
-                          ? certificate_matches(*certificate_uri, certs[i])
-                          : certs[i].id_len == key->id_len &&
-                                std::memcmp(certs[i].id, key->id, key->id_len) == 0;
+        bool wanted = certificate_uri ? certificate_matches(*certificate_uri, certs[i])
+                                      : certs[i].id_len == key->id_len &&
+                                            std::memcmp(certs[i].id, key->id, key->id_len) == 0;
         if (wanted && certs[i].x509)
             return copy_certificate(certs[i].x509);
     }

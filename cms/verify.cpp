@@ -64,19 +64,6 @@ long long signing_time_unix(CMS_SignerInfo *signer) {
     return static_cast<long long>(timegm(&broken_down));
 }
 
-std::string fingerprint_sha1(const X509 *certificate) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    if (X509_digest(certificate, EVP_sha1(), digest, &length) != 1)
-        return {};
-    static const char digits[] = "0123456789ABCDEF";
-    std::string hex;
-    for (unsigned int i = 0; i < length; ++i) {
-        hex += digits[digest[i] >> 4];
-        hex += digits[digest[i] & 0x0f];
-    }
-    return hex;
-}
 
 std::string algorithm_name(const X509_ALGOR *algorithm) {
     const ASN1_OBJECT *object = nullptr;
@@ -216,7 +203,7 @@ SignerReport describe_signer(CMS_SignerInfo *info) {
     if (!certificate)
         return report;
     report.subject = name_text(X509_get_subject_name(certificate));
-    report.fingerprint_sha1 = fingerprint_sha1(certificate);
+    report.fingerprint_sha1 = certificate_fingerprint(certificate);
     if (EVP_PKEY *key = X509_get0_pubkey(certificate))
         report.key_type = EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "";
     report.issuer = name_text(X509_get_issuer_name(certificate));
@@ -321,6 +308,20 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
     if (!signature_valid)
         result.valid = false;
     return result;
+}
+
+std::string certificate_fingerprint(const X509 *certificate) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (X509_digest(certificate, EVP_sha1(), digest, &length) != 1)
+        return {};
+    static const char digits[] = "0123456789ABCDEF";
+    std::string hex;
+    for (unsigned int i = 0; i < length; ++i) {
+        hex += digits[digest[i] >> 4];
+        hex += digits[digest[i] & 0x0f];
+    }
+    return hex;
 }
 
 VerifyResult verify_detached(const std::string &content, const std::string &der,

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <openssl/x509.h>
+
 namespace p11smime {
 
 struct VerifyOptions {
@@ -51,6 +53,10 @@ struct VerifyResult {
 // check is reported in the result; Error is thrown only when the input cannot be read as
 // S/MIME (no signature found, malformed MIME or CMS).
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options);
+
+// Returns the SHA-1 fingerprint of certificate in uppercase hex, the certificate ID that gpgsm
+// shows and accepts. It names a certificate; nothing here relies on SHA-1 for security.
+std::string certificate_fingerprint(const X509 *certificate);
 
 // Verifies a detached SignedData (DER) over content taken byte for byte, with no MIME and no
 // canonical form, as for a git commit or tag. Checks the signature, the path to the trust

@@ -26,8 +26,6 @@ constexpr int exit_check_failed = 1;
 
 void warn(const std::string &message) { std::cerr << "p11smime: warning: " << message << "\n"; }
 
-namespace {
-
 TokenOptions token_options(const CommonOptions &common) {
     if (common.module && common.module->empty())
         throw Error("--module is empty", "give the path of a PKCS#11 module, or leave it out");
@@ -39,6 +37,8 @@ TokenOptions token_options(const CommonOptions &common) {
     options.warn = warn;
     return options;
 }
+
+namespace {
 
 // Reads every certificate in a PEM file, or the one certificate of a DER file.
 X509StackPtr read_certificates(const std::string &path) {
@@ -87,7 +87,8 @@ bool has_certificate_extension(const std::string &name) {
     return false;
 }
 
-// Certificates of a --cert-dir folder, indexed by lowercase email address.
+} // namespace
+
 std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &folder) {
     std::unique_ptr<DIR, int (*)(DIR *)> directory(opendir(folder.c_str()), closedir);
     if (!directory)
@@ -111,6 +112,8 @@ std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &f
     }
     return index;
 }
+
+namespace {
 
 // Picks, for each address, the first certificate in the folder that passes the recipient
 // checks; an address without one is an error naming it.

@@ -2,9 +2,13 @@
 // signature or policy check, 2 a usage, input or environment error (raised as Error).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "common/ossl.h"
+#include "token/token.h"
 
 namespace p11smime::cli {
 
@@ -71,6 +75,14 @@ int run_sign(const SignCommandOptions &options);
 int run_verify(const VerifyCommandOptions &options);
 int run_encrypt(const EncryptCommandOptions &options);
 int run_decrypt(const DecryptCommandOptions &options);
+
+// Returns the token settings of the command line, with the PIN prompt on /dev/tty when a
+// terminal is attached and warnings printed by warn().
+TokenOptions token_options(const CommonOptions &common);
+
+// Reads the certificates of a --cert-dir folder (*.pem, *.crt, *.cer, *.der), indexed by
+// lowercase email address. Throws Error when the folder or a file cannot be read.
+std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &folder);
 
 // Prints a warning on stderr as "p11smime: warning: ...".
 void warn(const std::string &message);

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "cli/sendmail.h"
 #include "common/error.h"
 
 using namespace p11smime;
@@ -162,12 +163,26 @@ void print_error(const Error &error) {
 } // namespace
 
 int main(int argc, char **argv) {
-    CLI::App app(
-        "p11smime: sign, verify, encrypt and decrypt S/MIME mail with keys on a "
-        "PKCS#11 token.\nExit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
-        "input or environment error.");
+    CLI::App app("p11smime: sign, verify, encrypt and decrypt S/MIME mail with keys on a "
+                 "PKCS#11 token.\nExit status: 0 success, 1 a signature or policy check failed, "
+                 "2 a usage, input or environment error.");
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("p11smime ") + P11SMIME_VERSION);
+    // Listed for --help only: sendmail passes sendmail's own options through, which CLI11
+    // cannot do, so it is parsed by run_sendmail_command below.
+    app.add_subcommand("sendmail", "Sign (and encrypt) a message, then pass it to sendmail; "
+                                   "see 'p11smime sendmail --help'");
+    if (argc > 1 && std::string(argv[1]) == "sendmail") {
+        try {
+            return run_sendmail_command(std::vector<std::string>(argv + 2, argv + argc));
+        } catch (const Error &error) {
+            print_error(error);
+            return exit_usage;
+        } catch (const std::exception &error) {
+            std::cerr << "p11smime: error: " << error.what() << "\n";
+            return exit_usage;
+        }
+    }
     app.failure_message([](const CLI::App *, const CLI::Error &error) {
         return "p11smime: error: " + std::string(error.what()) +
                "\np11smime: hint: see 'p11smime --help' and 'p11smime COMMAND --help'\n";

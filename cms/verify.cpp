@@ -3,6 +3,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include <ctime>
+
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -37,17 +39,32 @@ std::string serial_hex(const X509 *certificate) {
     return text;
 }
 
-std::string signing_time(CMS_SignerInfo *signer) {
+const ASN1_TIME *signing_time_value(CMS_SignerInfo *signer) {
     int index = CMS_signed_get_attr_by_NID(signer, NID_pkcs9_signingTime, -1);
     X509_ATTRIBUTE *attribute = index >= 0 ? CMS_signed_get_attr(signer, index) : nullptr;
     ASN1_TYPE *value = attribute ? X509_ATTRIBUTE_get0_type(attribute, 0) : nullptr;
     if (!value || (value->type != V_ASN1_UTCTIME && value->type != V_ASN1_GENERALIZEDTIME))
+        return nullptr;
+    return reinterpret_cast<const ASN1_TIME *>(value->value.asn1_string);
+}
+
+std::string signing_time(CMS_SignerInfo *signer) {
+    const ASN1_TIME *time = signing_time_value(signer);
+    if (!time)
         return {};
     BioPtr bio(BIO_new(BIO_s_mem()));
-    ASN1_TIME_print_ex(bio.get(), reinterpret_cast<ASN1_TIME *>(value->value.asn1_string),
-                       ASN1_DTFLGS_ISO8601);
+    ASN1_TIME_print_ex(bio.get(), time, ASN1_DTFLGS_ISO8601);
     return bio_text(bio.get());
 }
+
+long long signing_time_unix(CMS_SignerInfo *signer) {
+    const ASN1_TIME *time = signing_time_value(signer);
+    tm broken_down{};
+    if (!time || ASN1_TIME_to_tm(time, &broken_down) != 1)
+        return 0;
+    return static_cast<long long>(timegm(&broken_down));
+}
+
 
 std::string algorithm_name(const X509_ALGOR *algorithm) {
     const ASN1_OBJECT *object = nullptr;
@@ -198,9 +215,13 @@ SignerReport describe_signer(CMS_SignerInfo *info) {
     report.digest = digest ? algorithm_name(digest) : "";
     report.signature_algorithm = signature ? algorithm_name(signature) : "";
     report.signing_time = signing_time(info);
+    report.signing_time_unix = signing_time_unix(info);
     if (!certificate)
         return report;
     report.subject = name_text(X509_get_subject_name(certificate));
+    report.fingerprint_sha1 = certificate_fingerprint(certificate);
+    if (EVP_PKEY *key = X509_get0_pubkey(certificate))
+        report.key_type = EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "";
     report.issuer = name_text(X509_get_issuer_name(certificate));
     report.serial = serial_hex(certificate);
     report.emails = certificate_emails(certificate);
@@ -297,6 +318,46 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
         result.failures.push_back("the message has " + std::to_string(split.from_header_count) +
                                   " From header fields, so its sender is ambiguous");
     collect_failures(options, result);
+    if (!signature_valid)
+        result.valid = false;
+    return result;
+}
+
+std::string certificate_fingerprint(const X509 *certificate) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (X509_digest(certificate, EVP_sha1(), digest, &length) != 1)
+        return {};
+    static const char digits[] = "0123456789ABCDEF";
+    std::string hex;
+    for (unsigned int i = 0; i < length; ++i) {
+        hex += digits[digest[i] >> 4];
+        hex += digits[digest[i] & 0x0f];
+    }
+    return hex;
+}
+
+VerifyResult verify_detached(const std::string &content, const std::string &der,
+                             const VerifyOptions &options) {
+    clear_openssl_errors();
+    SignedPart part;
+    part.signed_content = content;
+    part.der = der;
+
+    VerifyResult result;
+    result.structure = "detached";
+    CmsPtr cms = parse_cms(der);
+    X509StackPtr extra = load_certificates(options.signer_certificate_files);
+    std::string failure;
+    std::string unused_content;
+    bool signature_valid = check_signature(cms.get(), extra.get(), part, unused_content, failure);
+    if (!signature_valid)
+        result.failures.push_back(failure);
+
+    VerifyOptions without_sender = options;
+    without_sender.sender_check = false;
+    check_signers(cms.get(), extra.get(), signature_valid, without_sender, {}, result);
+    collect_failures(without_sender, result);
     if (!signature_valid)
         result.valid = false;
     return result;

@@ -11,6 +11,8 @@ readonly PACKAGES=(
     p11-kit softhsm2 opensc libengine-pkcs11-openssl
     # interoperability and test tools
     openssl gpgsm gpg-agent libnss3-tools python3 ca-certificates
+    # git signing and mail client tests
+    git neomutt
 )
 
 missing=()

@@ -366,13 +366,18 @@ X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options
 
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options) {
+    return open_key_by_certificate(is_recipient, options);
+}
+
+std::optional<TokenKey> open_key_by_certificate(const std::function<bool(X509 *)> &wanted,
+                                                const TokenOptions &options) {
     std::optional<Pkcs11Uri> found;
     {
         Pkcs11Context context(choose_module(nullptr, options));
         Pkcs11Uri any_token;
         for (PKCS11_SLOT *slot : matching_slots(context, any_token)) {
             for (PKCS11_CERT *cert : token_certificates(slot)) {
-                if (is_recipient(cert->x509)) {
+                if (wanted(cert->x509)) {
                     found = key_uri_for(slot, cert);
                     break;
                 }

@@ -142,9 +142,13 @@ TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri>
 // label or CKA_ID), read without logging in. Throws Error when none matches.
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options);
 
-// Finds a token certificate for which is_recipient returns true, and opens the private key
+// Finds the first token certificate for which wanted returns true, and opens the private key
 // with the same CKA_ID, logging in to that token only. Searches every initialised token of
 // the chosen module; returns nothing when no certificate matches.
+std::optional<TokenKey> open_key_by_certificate(const std::function<bool(X509 *)> &wanted,
+                                                const TokenOptions &options);
+
+// Opens the private key of the first token certificate that is_recipient accepts.
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options);
 

@@ -10,6 +10,7 @@
 
 #include "cli/io.h"
 #include "cli/report.h"
+#include "cli/trust.h"
 #include "cms/decrypt.h"
 #include "cms/encrypt.h"
 #include "cms/sign.h"
@@ -163,6 +164,17 @@ bool wants_encryption(const EncryptionSettings &settings) {
     return !settings.recipients.empty() || settings.cert_dir;
 }
 
+VerifyOptions verify_options(const VerifyCommandOptions &options) {
+    VerifyOptions verify;
+    verify.ca_file = options.ca_file;
+    verify.ca_path = options.ca_path;
+    verify.system_ca = !options.no_system_ca;
+    verify.sender_check = !options.no_sender_check;
+    verify.signer_certificate_files = options.signer_certs;
+    add_trust_settings(options, verify);
+    return verify;
+}
+
 } // namespace
 
 int run_list(const ListOptions &options) {
@@ -216,14 +228,7 @@ int run_sign(const SignCommandOptions &options) {
 
 int run_verify(const VerifyCommandOptions &options) {
     std::string message = read_input(options.in);
-    VerifyOptions verify;
-    verify.ca_file = options.ca_file;
-    verify.ca_path = options.ca_path;
-    verify.system_ca = !options.no_system_ca;
-    verify.sender_check = !options.no_sender_check;
-    verify.signer_certificate_files = options.signer_certs;
-
-    VerifyResult result = verify_message(message, verify);
+    VerifyResult result = verify_message(message, verify_options(options));
     if (options.json)
         print_verify_json(std::cout, result);
     else
@@ -317,16 +322,6 @@ class TokenKeyLookup {
     TokenOptions token_;
     std::vector<TokenKey> keys_;
 };
-
-VerifyOptions verify_options(const VerifyCommandOptions &options) {
-    VerifyOptions verify;
-    verify.ca_file = options.ca_file;
-    verify.ca_path = options.ca_path;
-    verify.system_ca = !options.no_system_ca;
-    verify.sender_check = !options.no_sender_check;
-    verify.signer_certificate_files = options.signer_certs;
-    return verify;
-}
 
 } // namespace
 

@@ -46,6 +46,16 @@ struct VerifyCommandOptions {
     bool no_system_ca = false;
     bool no_sender_check = false;
     std::vector<std::string> signer_certs;
+    std::string at_time = "now";
+    std::string date_mismatch = "warn";
+    std::vector<std::string> crl_files;
+    std::optional<std::string> crl_dir;
+    bool online = false;
+    std::optional<std::string> ocsp_url;
+    std::string revocation = "soft";
+    int timeout_seconds = 5;
+    std::optional<std::string> cache_dir;
+    std::optional<std::string> learn_dir; // verify only
     bool json = false;
     std::optional<std::string> in;
     std::optional<std::string> out;

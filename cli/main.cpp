@@ -36,6 +36,35 @@ void add_encryption_options(CLI::App *command, EncryptionSettings &settings,
                       "RSAES-OAEP with SHA-256 for RSA recipients instead of PKCS#1 v1.5");
 }
 
+void add_trust_options(CLI::App *command, VerifyCommandOptions &options) {
+    command->add_option("--at-time", options.at_time,
+                        "time to validate the certificate path at: now, signing (the "
+                        "signingTime attribute) or a UTC date such as 2013-11-02T20:28:04Z "
+                        "(default: now)");
+    command->add_option("--date-mismatch", options.date_mismatch,
+                        "a Date header more than an hour from signingTime: warn or fail "
+                        "(default: warn)")
+        ->check(CLI::IsMember({"warn", "fail"}));
+    command->add_option("--crl-file", options.crl_files, "PEM or DER CRL file (repeatable)");
+    command->add_option("--crl-dir", options.crl_dir,
+                        "folder of CRL files (*.crl, *.pem, *.der, or *.rN from openssl rehash)");
+    command->add_flag("--online", options.online,
+                      "check revocation online: OCSP first, then CRL distribution points");
+    command->add_option("--ocsp-url", options.ocsp_url,
+                        "OCSP responder to ask instead of the one the certificate names "
+                        "(http:// only)");
+    command->add_option("--revocation", options.revocation,
+                        "an unknown revocation status is a warning (soft) or a failure (hard) "
+                        "(default: soft)")
+        ->check(CLI::IsMember({"soft", "hard"}));
+    command->add_option("--timeout", options.timeout_seconds,
+                        "seconds each online request may take (default: 5)")
+        ->check(CLI::Range(1, 300));
+    command->add_option("--cache-dir", options.cache_dir,
+                        "folder for OCSP responses and CRLs fetched online (default: "
+                        "$XDG_CACHE_HOME/p11smime/revocation)");
+}
+
 void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
     command->add_option("--ca-file", options.ca_file, "PEM file of trusted CA certificates");
     command->add_option("--ca-path", options.ca_path,
@@ -46,6 +75,7 @@ void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
                       "do not require the From address in the signer certificate");
     command->add_option("--signer-cert", options.signer_certs,
                         "signer certificate file, for signatures that do not include it");
+    add_trust_options(command, options);
 }
 
 CLI::App *add_list(CLI::App &app, ListOptions &options) {

@@ -11,6 +11,8 @@ readonly PACKAGES=(
     p11-kit softhsm2 opensc libengine-pkcs11-openssl
     # interoperability and test tools
     openssl gpgsm libnss3-tools python3 ca-certificates
+    # revocation tests: responses and CRLs dated in the past
+    faketime
 )
 
 missing=()

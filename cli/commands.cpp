@@ -155,7 +155,7 @@ std::string encrypt_to(const std::vector<X509Ptr> &recipients, const EncryptionS
     EncryptOptions encrypt;
     for (const auto &certificate : recipients)
         encrypt.recipients.push_back(certificate.get());
-    encrypt.cipher = settings.cipher;
+    encrypt.cipher = content_cipher(recipients, settings);
     encrypt.rsa_oaep = settings.rsa_oaep;
     return encrypt_message(message, encrypt);
 }
@@ -240,6 +240,8 @@ int run_verify(const VerifyCommandOptions &options) {
         std::cerr << "p11smime: error: verification failed: " << result.failures.front() << "\n";
         return exit_check_failed;
     }
+    if (options.learn_dir)
+        learn_signers(*options.learn_dir, result);
     if (options.out)
         write_output(options.out, result.content);
     return exit_success;
@@ -269,7 +271,7 @@ int run_encrypt(const EncryptCommandOptions &options) {
     write_output(options.out, encrypt_to(recipients, options.encryption, message));
 
     if (options.json)
-        print_encrypt_json(std::cout, recipients, options.encryption.cipher,
+        print_encrypt_json(std::cout, recipients, content_cipher(recipients, options.encryption),
                            options.encryption.rsa_oaep);
     return exit_success;
 }

@@ -23,6 +23,7 @@ struct EncryptionSettings {
     std::vector<std::string> recipients; // certificate files or PKCS#11 URIs
     std::optional<std::string> cert_dir;
     std::string cipher = "aes-256-cbc";
+    bool cipher_given = false; // --cipher was given; else learned SMIMECapabilities may choose
     bool rsa_oaep = false;
 };
 
@@ -76,11 +77,19 @@ struct DecryptCommandOptions {
     VerifyCommandOptions verify; // its json, in and out are those of decrypt
 };
 
+struct CertsCommandOptions {
+    std::string action; // "list", "show" or "remove"
+    std::string cert_dir;
+    std::string email;  // for show and remove
+    bool json = false;
+};
+
 int run_list(const ListOptions &options);
 int run_sign(const SignCommandOptions &options);
 int run_verify(const VerifyCommandOptions &options);
 int run_encrypt(const EncryptCommandOptions &options);
 int run_decrypt(const DecryptCommandOptions &options);
+int run_certs(const CertsCommandOptions &options);
 
 // Prints a warning on stderr as "p11smime: warning: ...".
 void warn(const std::string &message);

@@ -29,9 +29,11 @@ void add_encryption_options(CLI::App *command, EncryptionSettings &settings,
                         "folder of recipient certificates, picked by the To, Cc and Bcc "
                         "addresses");
     command->add_option("--cipher", settings.cipher,
-                        "content cipher; the GCM ciphers give AuthEnvelopedData "
-                        "(default: aes-256-cbc)")
-        ->check(CLI::IsMember({"aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"}));
+                        "content cipher; the GCM ciphers give AuthEnvelopedData (default: the "
+                        "first cipher in the SMIMECapabilities that --cert-dir holds for every "
+                        "recipient, else aes-256-cbc)")
+        ->check(CLI::IsMember({"aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"}))
+        ->each([&settings](const std::string &) { settings.cipher_given = true; });
     command->add_flag("--rsa-oaep", settings.rsa_oaep,
                       "RSAES-OAEP with SHA-256 for RSA recipients instead of PKCS#1 v1.5");
 }
@@ -140,9 +142,24 @@ CLI::App *add_verify(CLI::App &app, VerifyCommandOptions &options) {
     CLI::App *verify = app.add_subcommand("verify", "Verify a signed message");
     add_verify_checks(verify, options);
     verify->add_flag("--json", options.json, "print the report as JSON on standard output");
+    verify->add_option("--learn", options.learn_dir,
+                       "store the certificate and SMIMECapabilities of a signer that verified "
+                       "in this folder, for encrypt --cert-dir");
     verify->add_option("--in", options.in, "signed message (default: standard input)");
     verify->add_option("--out", options.out, "file for the verified content");
     return verify;
+}
+
+CLI::App *add_certs(CLI::App &app, CertsCommandOptions &options) {
+    CLI::App *certs = app.add_subcommand(
+        "certs", "List, show or remove the certificates in a --cert-dir folder");
+    certs->add_option("action", options.action, "list, show EMAIL or remove EMAIL")
+        ->required()
+        ->check(CLI::IsMember({"list", "show", "remove"}));
+    certs->add_option("email", options.email, "email address, for show and remove");
+    certs->add_option("--cert-dir", options.cert_dir, "certificate folder")->required();
+    certs->add_flag("--json", options.json, "print JSON instead of text");
+    return certs;
 }
 
 void print_error(const Error &error) {
@@ -168,11 +185,13 @@ int main(int argc, char **argv) {
     VerifyCommandOptions verify_options;
     EncryptCommandOptions encrypt_options;
     DecryptCommandOptions decrypt_options;
+    CertsCommandOptions certs_options;
     CLI::App *list = add_list(app, list_options);
     CLI::App *sign = add_sign(app, sign_options);
     CLI::App *verify = add_verify(app, verify_options);
     CLI::App *encrypt = add_encrypt(app, encrypt_options);
     CLI::App *decrypt = add_decrypt(app, decrypt_options);
+    CLI::App *certs = add_certs(app, certs_options);
 
     try {
         app.parse(argc, argv);
@@ -192,6 +211,8 @@ int main(int argc, char **argv) {
             return run_encrypt(encrypt_options);
         if (decrypt->parsed())
             return run_decrypt(decrypt_options);
+        if (certs->parsed())
+            return run_certs(certs_options);
     } catch (const Error &error) {
         print_error(error);
         return exit_usage;

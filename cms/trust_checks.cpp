@@ -13,7 +13,7 @@ namespace {
 constexpr std::time_t signing_time_leeway = 300;
 
 std::string duration_text(long seconds) {
-    long minutes = (seconds + 30) / 60;
+    long minutes = (seconds + 59) / 60;
     if (minutes < 120)
         return std::to_string(minutes) + " minutes";
     long hours = (minutes + 30) / 60;

@@ -230,7 +230,8 @@ std::string pem_of(X509 *certificate) {
     return std::string(data, static_cast<size_t>(length));
 }
 
-// Decides whether a stored certificate gives way to a new one, as learn_certificate says.
+// Decides whether a stored certificate gives way to a new one, by the rules that
+// learn_certificate documents.
 LearnResult compare_with_stored(X509 *stored, const std::optional<LearnedInfo> &stored_info,
                                 X509 *certificate, const std::string &signing_time) {
     LearnResult result;
@@ -324,7 +325,7 @@ std::vector<std::string> remove_certificates(const std::string &folder,
         if (matching == 0)
             continue;
         if (matching != certificates.size())
-            throw Error("'" + file + "' also holds certificates for other addresses",
+            throw Error("'" + file + "' also contains certificates for other addresses",
                         "edit that file by hand");
         std::string side_file = side_file_of(file);
         if (std::remove(file.c_str()) != 0)

@@ -12,7 +12,7 @@
 
 namespace p11smime {
 
-// What the side file NAME.json of a learned certificate NAME.pem records.
+// Contents of the side file NAME.json of a learned certificate NAME.pem.
 struct LearnedInfo {
     std::string email;                     // the address the certificate was learned for
     std::string fingerprint;               // SHA-256 of the certificate, hexadecimal
@@ -39,7 +39,7 @@ struct FolderCertificate {
 // when the folder or a certificate file cannot be read.
 std::vector<FolderCertificate> read_certificate_folder_entries(const std::string &folder);
 
-// What learn_certificate did.
+// Outcome of learn_certificate.
 struct LearnResult {
     enum class Outcome { added, replaced, updated, kept };
     Outcome outcome = Outcome::kept;
@@ -48,9 +48,9 @@ struct LearnResult {
 };
 
 // Stores certificate (DER) for email in folder with its SMIMECapabilities. An address
-// without a certificate gets it. A stored different certificate is replaced only when the
-// new one is valid now and its notBefore is later; the same certificate gets the
-// capabilities of a message whose signingTime is not older than the stored one's. A
+// without a certificate gets it. A different certificate stored for the address is replaced
+// only when the new one is valid now and its notBefore is later. The same certificate gets
+// the capabilities of a message whose signingTime is not older than the stored one's. A
 // certificate that is not valid now is never stored. The folder is created when missing and
 // files are written atomically. Throws Error when the folder cannot be written.
 LearnResult learn_certificate(const std::string &folder, const std::string &email,

@@ -115,7 +115,7 @@ SourceAnswer status_answer(int status, int reason, const ASN1_GENERALIZEDTIME *r
     return answer;
 }
 
-// Checks a response as the contract of query_ocsp says. request is null for a cached
+// Checks a response against what query_ocsp documents. request is null for a cached
 // response, whose nonce belonged to an earlier request.
 Evaluation evaluate_response(OCSP_RESPONSE *response, OCSP_REQUEST *request, OCSP_CERTID *id,
                              X509_STORE *trust, STACK_OF(X509) * untrusted) {

@@ -19,7 +19,7 @@ struct X509CrlDeleter {
 };
 using X509CrlPtr = std::unique_ptr<X509_CRL, X509CrlDeleter>;
 
-// What an unknown revocation status does: soft reports it as a warning, hard fails.
+// Treatment of an unknown revocation status: soft reports it as a warning, hard fails.
 enum class RevocationMode { soft, hard };
 
 struct RevocationOptions {
@@ -37,7 +37,7 @@ enum class RevocationStatus { good, revoked, unknown, not_checked };
 // Returns "good", "revoked", "unknown" or "not-checked".
 std::string status_name(RevocationStatus status);
 
-// What was found about one certificate of the path.
+// Revocation status of one certificate of the path, and how it was found.
 struct CertificateRevocation {
     std::string subject;
     RevocationStatus status = RevocationStatus::not_checked;
@@ -65,7 +65,7 @@ class RevocationChecker {
 
     // Checks each certificate of chain (leaf first, as X509_STORE_CTX_get1_chain returns it)
     // except the trust anchor at its end, for the time at. trust verifies the signatures of
-    // OCSP responses, and untrusted holds the certificates that came with the message. A
+    // OCSP responses, and untrusted contains the certificates that came with the message. A
     // certificate revoked for keyCompromise, cACompromise or aACompromise counts as revoked
     // at any time, because whoever holds the key can write any signingTime. Never throws for
     // an unreachable or bad source: that is reported in the result.

@@ -14,7 +14,7 @@ typedef struct CMS_SignerInfo_st CMS_SignerInfo;
 
 namespace p11smime {
 
-// Which time `verify --at-time` validates the path at.
+// Validation time that `verify --at-time` selects.
 struct AtTime {
     enum class Kind { now, signing, given };
     Kind kind = Kind::now;

@@ -10,7 +10,7 @@
 
 namespace p11smime {
 
-// How far the Date header may be from signingTime before the report says so, in seconds. It is
+// How far the Date header may be from signingTime before the report warns, in seconds. It is
 // the hour that Thunderbird allows (mailnews/mime/src/mimemcms.cpp) before it calls the
 // signature bad.
 constexpr long date_tolerance_seconds = 3600;
@@ -66,7 +66,7 @@ struct VerifyResult {
 // Verifies the first S/MIME signature in message: a multipart/signed (also inside
 // multipart/mixed) or an opaque application/pkcs7-mime signed-data. The digest comes from the
 // SignerInfo, never from micalg. Checks the path to the trust anchors at options.at_time, its
-// revocation as options.revocation says, the S/MIME signing purpose (key usage and extended
+// revocation as options.revocation sets, the S/MIME signing purpose (key usage and extended
 // key usage) and, unless disabled, the From address. The Date header is compared with
 // signingTime. A failed check is reported in the result; Error is thrown only when the input
 // cannot be read as S/MIME (no signature found, malformed MIME or CMS) or a CRL file cannot be

@@ -377,7 +377,7 @@ stop_servers() {
 }
 
 # Wait up to 10 seconds until a socket listens on PORT. The check reads the kernel's socket
-# tables instead of connecting, because `openssl ocsp` 3.0 stops answering after a client
+# tables instead of connecting, because `openssl ocsp` 3.0 stops responding after a client
 # that connects and sends nothing.
 wait_for_port() {
     local port=$1 attempt

@@ -90,8 +90,8 @@ issue() {
         -out "$CA/$name.pem" 2>/dev/null
 }
 
-# issue_unrecorded NAME EXTENSIONS: a signer the CA's index does not know, so the responder
-# answers "unknown" for it.
+# issue_unrecorded NAME EXTENSIONS: a signer missing from the CA's index, so the responder
+# gives it the status unknown.
 issue_unrecorded() {
     local name=$1 extensions=$2
     new_ec_key "$CA/$name.key"

@@ -7,12 +7,14 @@
 #include <map>
 
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "cli/io.h"
 #include "cli/report.h"
 #include "cli/trust.h"
 #include "cms/decrypt.h"
 #include "cms/encrypt.h"
+#include "cms/mime.h"
 #include "cms/sign.h"
 #include "cms/verify.h"
 #include "common/error.h"
@@ -28,6 +30,8 @@ void warn(const std::string &message) { std::cerr << "p11smime: warning: " << me
 namespace {
 
 TokenOptions token_options(const CommonOptions &common) {
+    if (common.module && common.module->empty())
+        throw Error("--module is empty", "give the path of a PKCS#11 module, or leave it out");
     TokenOptions options;
     options.module = common.module;
     options.pin_file = common.pin_file;
@@ -187,8 +191,24 @@ int run_list(const ListOptions &options) {
     return exit_success;
 }
 
+// Warns about a signature that its readers will reject: an expired or not yet valid
+// certificate, or a From address that the certificate does not carry.
+void warn_about_signer(X509 *certificate, const std::string &message) {
+    if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0)
+        warn("the signer certificate has expired, so verifiers will reject this signature");
+    else if (X509_cmp_current_time(X509_get0_notBefore(certificate)) > 0)
+        warn("the signer certificate is not valid yet, so verifiers will reject this signature");
+
+    std::string from = split_message(message).from_address;
+    if (!from.empty() && X509_check_email(certificate, from.c_str(), from.size(), 0) != 1)
+        warn("From address '" + from + "' is not in the signer certificate, so verifiers "
+             "that check the sender will reject this signature");
+}
+
 int run_sign(const SignCommandOptions &options) {
     std::string message = read_input(options.in);
+    split_message(message); // reject unusable input before a PIN try is spent on it
+    check_output_folder(options.out);
     Pkcs11Uri key_uri = Pkcs11Uri::parse(options.key);
     std::optional<Pkcs11Uri> certificate_uri;
     X509Ptr certificate_file;
@@ -209,6 +229,7 @@ int run_sign(const SignCommandOptions &options) {
         throw OpensslError("the certificate does not belong to key '" + options.key + "'",
                            "pass the matching certificate with --cert");
     append_chain(key.chain(), options.chain);
+    warn_about_signer(certificate, message);
 
     SignOptions sign;
     sign.key = key.key();
@@ -228,6 +249,7 @@ int run_sign(const SignCommandOptions &options) {
 
 int run_verify(const VerifyCommandOptions &options) {
     std::string message = read_input(options.in);
+    check_output_folder(options.out);
     VerifyResult result = verify_message(message, verify_options(options));
     if (options.json)
         print_verify_json(std::cout, result);
@@ -266,6 +288,7 @@ std::string subject_text(X509 *certificate) {
 int run_encrypt(const EncryptCommandOptions &options) {
     require_out_for_json(options.json, options.out);
     std::string message = read_input(options.in);
+    check_output_folder(options.out);
     std::vector<X509Ptr> recipients =
         resolve_recipients(options.encryption, token_options(options.common), message);
     write_output(options.out, encrypt_to(recipients, options.encryption, message));
@@ -330,6 +353,7 @@ class TokenKeyLookup {
 int run_decrypt(const DecryptCommandOptions &options) {
     require_out_for_json(options.verify.json, options.verify.out);
     std::string message = read_input(options.verify.in);
+    check_output_folder(options.verify.out);
     TokenKeyLookup lookup(options);
     DecryptResult result = decrypt_message(
         message, std::ref(lookup), verify_options(options.verify), !options.no_verify);

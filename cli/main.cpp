@@ -28,11 +28,13 @@ void add_encryption_options(CLI::App *command, EncryptionSettings &settings,
     command->add_option("--cert-dir", settings.cert_dir,
                         "folder of recipient certificates, picked by the To, Cc and Bcc "
                         "addresses");
-    command->add_option("--cipher", settings.cipher,
-                        "content cipher; the GCM ciphers give AuthEnvelopedData (default: the "
-                        "first cipher in the SMIMECapabilities that --cert-dir holds for every "
-                        "recipient, else aes-256-cbc)")
-        ->check(CLI::IsMember({"aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"}))
+    command
+        ->add_option("--cipher", settings.cipher,
+                     "content cipher; the GCM ciphers give AuthEnvelopedData (default: the "
+                     "first cipher in the SMIMECapabilities that --cert-dir holds for every "
+                     "recipient, else aes-256-cbc)")
+        ->transform(CLI::IsMember({"aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"},
+                                  CLI::ignore_case))
         ->each([&settings](const std::string &) { settings.cipher_given = true; });
     command->add_flag("--rsa-oaep", settings.rsa_oaep,
                       "RSAES-OAEP with SHA-256 for RSA recipients instead of PKCS#1 v1.5");
@@ -71,8 +73,7 @@ void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
     command->add_option("--ca-file", options.ca_file, "PEM file of trusted CA certificates");
     command->add_option("--ca-path", options.ca_path,
                         "folder of trusted CA certificates, hashed by 'openssl rehash'");
-    command->add_flag("--no-system-ca", options.no_system_ca,
-                      "do not trust the system CA store");
+    command->add_flag("--no-system-ca", options.no_system_ca, "do not trust the system CA store");
     command->add_flag("--no-sender-check", options.no_sender_check,
                       "do not require the From address in the signer certificate");
     command->add_option("--signer-cert", options.signer_certs,
@@ -101,7 +102,7 @@ CLI::App *add_sign(CLI::App &app, SignCommandOptions &options) {
                    "write application/pkcs7-mime signed-data instead of multipart/signed");
     sign->add_option("--digest", options.digest,
                      "digest: sha256, sha384 or sha512 (default: sha256, or the curve's size)")
-        ->check(CLI::IsMember({"sha256", "sha384", "sha512"}));
+        ->transform(CLI::IsMember({"sha256", "sha384", "sha512"}, CLI::ignore_case));
     sign->add_flag("--rsa-pss", options.rsa_pss, "sign with RSASSA-PSS instead of PKCS#1 v1.5");
     sign->add_option("--in", options.in, "message to sign (default: standard input)");
     sign->add_option("--out", options.out, "signed message (default: standard output)");
@@ -131,7 +132,8 @@ CLI::App *add_decrypt(CLI::App &app, DecryptCommandOptions &options) {
     decrypt->add_flag("--no-verify", options.no_verify,
                       "do not verify signatures; output stops at the first signed layer");
     add_verify_checks(decrypt, options.verify);
-    decrypt->add_flag("--json", options.verify.json, "print the report as JSON on standard output");
+    decrypt->add_flag("--json", options.verify.json,
+                      "print the report as JSON on standard output");
     decrypt->add_option("--in", options.verify.in, "encrypted message (default: standard input)");
     decrypt->add_option("--out", options.verify.out,
                         "decrypted message (default: standard output)");
@@ -162,6 +164,47 @@ CLI::App *add_certs(CLI::App &app, CertsCommandOptions &options) {
     return certs;
 }
 
+// The subcommands and their parsed options.
+struct Commands {
+    ListOptions list_options;
+    SignCommandOptions sign_options;
+    VerifyCommandOptions verify_options;
+    EncryptCommandOptions encrypt_options;
+    DecryptCommandOptions decrypt_options;
+    CertsCommandOptions certs_options;
+    CLI::App *list = nullptr;
+    CLI::App *sign = nullptr;
+    CLI::App *verify = nullptr;
+    CLI::App *encrypt = nullptr;
+    CLI::App *decrypt = nullptr;
+    CLI::App *certs = nullptr;
+};
+
+void add_commands(CLI::App &app, Commands &commands) {
+    commands.list = add_list(app, commands.list_options);
+    commands.sign = add_sign(app, commands.sign_options);
+    commands.verify = add_verify(app, commands.verify_options);
+    commands.encrypt = add_encrypt(app, commands.encrypt_options);
+    commands.decrypt = add_decrypt(app, commands.decrypt_options);
+    commands.certs = add_certs(app, commands.certs_options);
+}
+
+int run_command(const Commands &commands) {
+    if (commands.list->parsed())
+        return run_list(commands.list_options);
+    if (commands.sign->parsed())
+        return run_sign(commands.sign_options);
+    if (commands.verify->parsed())
+        return run_verify(commands.verify_options);
+    if (commands.encrypt->parsed())
+        return run_encrypt(commands.encrypt_options);
+    if (commands.decrypt->parsed())
+        return run_decrypt(commands.decrypt_options);
+    if (commands.certs->parsed())
+        return run_certs(commands.certs_options);
+    throw Error("no command given", "see 'p11smime --help'");
+}
+
 void print_error(const Error &error) {
     std::cerr << "p11smime: error: " << error.what() << "\n";
     if (!error.hint().empty())
@@ -171,27 +214,19 @@ void print_error(const Error &error) {
 } // namespace
 
 int main(int argc, char **argv) {
-    CLI::App app("p11smime: sign, verify, encrypt and decrypt S/MIME mail with keys on a PKCS#11 token.\n"
-                 "Exit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
-                 "input or environment error.");
+    CLI::App app(
+        "p11smime: sign, verify, encrypt and decrypt S/MIME mail with keys on a "
+        "PKCS#11 token.\nExit status: 0 success, 1 a signature or policy check failed, 2 a usage, "
+        "input or environment error.");
     app.require_subcommand(1);
+    app.set_version_flag("--version", std::string("p11smime ") + P11SMIME_VERSION);
     app.failure_message([](const CLI::App *, const CLI::Error &error) {
         return "p11smime: error: " + std::string(error.what()) +
                "\np11smime: hint: see 'p11smime --help' and 'p11smime COMMAND --help'\n";
     });
 
-    ListOptions list_options;
-    SignCommandOptions sign_options;
-    VerifyCommandOptions verify_options;
-    EncryptCommandOptions encrypt_options;
-    DecryptCommandOptions decrypt_options;
-    CertsCommandOptions certs_options;
-    CLI::App *list = add_list(app, list_options);
-    CLI::App *sign = add_sign(app, sign_options);
-    CLI::App *verify = add_verify(app, verify_options);
-    CLI::App *encrypt = add_encrypt(app, encrypt_options);
-    CLI::App *decrypt = add_decrypt(app, decrypt_options);
-    CLI::App *certs = add_certs(app, certs_options);
+    Commands commands;
+    add_commands(app, commands);
 
     try {
         app.parse(argc, argv);
@@ -201,18 +236,11 @@ int main(int argc, char **argv) {
     }
 
     try {
-        if (list->parsed())
-            return run_list(list_options);
-        if (sign->parsed())
-            return run_sign(sign_options);
-        if (verify->parsed())
-            return run_verify(verify_options);
-        if (encrypt->parsed())
-            return run_encrypt(encrypt_options);
-        if (decrypt->parsed())
-            return run_decrypt(decrypt_options);
-        if (certs->parsed())
-            return run_certs(certs_options);
+        int status = run_command(commands);
+        std::cout.flush();
+        if (!std::cout)
+            throw Error("cannot write to standard output");
+        return status;
     } catch (const Error &error) {
         print_error(error);
         return exit_usage;
@@ -220,5 +248,4 @@ int main(int argc, char **argv) {
         std::cerr << "p11smime: error: " << error.what() << "\n";
         return exit_usage;
     }
-    return exit_usage;
 }

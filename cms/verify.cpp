@@ -1,6 +1,7 @@
 #include "cms/verify.h"
 
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <openssl/cms.h>
 #include <openssl/err.h>
@@ -88,6 +89,20 @@ X509StackPtr load_certificates(const std::vector<std::string> &files) {
     return certificates;
 }
 
+void check_anchor_options(const VerifyOptions &options) {
+    struct stat status {};
+    if (options.ca_path &&
+        (stat(options.ca_path->c_str(), &status) != 0 || !S_ISDIR(status.st_mode)))
+        throw Error("CA directory '" + *options.ca_path + "' is not a directory",
+                    "give --ca-path a folder hashed by 'openssl rehash'");
+    if (options.ca_file && stat(options.ca_file->c_str(), &status) != 0)
+        throw Error("CA file '" + *options.ca_file + "' does not exist",
+                    "give --ca-file a file of PEM certificates");
+    if (!options.system_ca && !options.ca_file && !options.ca_path)
+        throw Error("no trust anchors: --no-system-ca is given without --ca-file or --ca-path",
+                    "name the CA that issued the signer's certificate with --ca-file");
+}
+
 X509StorePtr trust_store(const VerifyOptions &options) {
     X509StorePtr store(X509_STORE_new());
     if (!store)
@@ -108,7 +123,8 @@ CmsPtr parse_cms(const std::string &der) {
     const auto *bytes = reinterpret_cast<const unsigned char *>(der.data());
     CmsPtr cms(d2i_CMS_ContentInfo(nullptr, &bytes, static_cast<long>(der.size())));
     if (!cms)
-        throw OpensslError("the signature is not a valid CMS structure");
+        throw OpensslError("the signature is not a valid CMS structure",
+                           "the message was damaged in transit or is not S/MIME");
     if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_signed)
         throw Error(std::string("the S/MIME part holds CMS ") +
                         OBJ_nid2ln(OBJ_obj2nid(CMS_get0_type(cms.get()))) +
@@ -216,7 +232,8 @@ void check_signer_trust(CMS_SignerInfo *info, X509 *certificate, X509_STORE *sto
 }
 
 void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_valid,
-                   const VerifyOptions &options, VerifyResult &result) {
+                   const VerifyOptions &options, const std::vector<std::string> &from_addresses,
+                   VerifyResult &result) {
     X509StorePtr store = trust_store(options);
     RevocationChecker revocation(options.revocation);
     X509StackPtr untrusted(CMS_get1_certs(cms));
@@ -237,8 +254,13 @@ void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_
         if (certificate) {
             check_signer_trust(info, certificate, store.get(), untrusted.get(), revocation,
                                options, result, report);
-            for (const auto &email : report.emails)
-                report.sender_matches |= same_address(email, result.from);
+            report.sender_matches = !from_addresses.empty();
+            for (const auto &from : from_addresses) {
+                bool listed = false;
+                for (const auto &email : report.emails)
+                    listed |= same_address(email, from);
+                report.sender_matches &= listed;
+            }
         }
         result.signers.push_back(std::move(report));
     }
@@ -248,7 +270,8 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
     if (result.signers.empty())
         result.failures.push_back("the signed-data has no SignerInfo");
     for (const auto &signer : result.signers) {
-        std::string who = signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
+        std::string who =
+            signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
         if (!signer.subject.empty() && !signer.certificate_valid)
             result.failures.push_back("certificate of " + who + " is not valid at " +
                                       signer.validation_time + ": " + signer.certificate_error);
@@ -259,30 +282,18 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
                                           who);
             else
                 result.failures.push_back("From address '" + result.from +
-                                          "' is not an email address of " + who);
+                                          "' is not an email address of " + who +
+                                          " (every From mailbox must be)");
         }
     }
     result.valid = result.failures.empty();
-}
-
-// Returns the verified content in the input's line endings. When the whole message body was
-// signed, the outer routing headers (From, To, Subject, ...) are put back in front of it, so
-// the result is the message as its author wrote it.
-std::string with_routing_headers(const SplitMessage &split, const SignedPart &part,
-                                 const std::string &content) {
-    std::string text = split.crlf ? to_crlf(content) : to_lf(content);
-    if (!part.part.empty())
-        return text;
-    std::string headers;
-    for (const auto &header : split.routing_headers)
-        headers += header.raw;
-    return headers + text;
 }
 
 } // namespace
 
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options) {
     clear_openssl_errors();
+    check_anchor_options(options);
     SplitMessage split = split_message(message);
     GPtr<GMimeMessage> parsed = parse_message(message);
     SignedPart part = find_signed_part(message, parsed.get());
@@ -303,14 +314,16 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
                     "a detached signature needs its content: expect multipart/signed");
     X509StackPtr extra = load_certificates(options.signer_certificate_files);
     std::string failure;
-    bool signature_valid =
-        check_signature(cms.get(), extra.get(), part, result.content, failure);
+    bool signature_valid = check_signature(cms.get(), extra.get(), part, result.content, failure);
     if (!signature_valid)
         result.failures.push_back(failure);
     else
-        result.content = with_routing_headers(split, part, result.content);
+        result.content = split.crlf ? to_crlf(result.content) : to_lf(result.content);
 
-    check_signers(cms.get(), extra.get(), signature_valid, options, result);
+    check_signers(cms.get(), extra.get(), signature_valid, options, split.from_addresses, result);
+    if (options.sender_check && split.from_header_count > 1)
+        result.failures.push_back("the message has " + std::to_string(split.from_header_count) +
+                                  " From header fields, so its sender is ambiguous");
     collect_failures(options, result);
     if (!signature_valid)
         result.valid = false;

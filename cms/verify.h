@@ -60,7 +60,7 @@ struct VerifyResult {
     std::string from;                  // the From address checked against the signer
     std::string date;                  // the Date header, or empty
     std::vector<SignerReport> signers;
-    std::string content;               // the signed content in the input's line endings
+    std::string content; // the signed MIME entity, without the unsigned outer headers
 };
 
 // Verifies the first S/MIME signature in message: a multipart/signed (also inside

@@ -10,7 +10,7 @@ readonly PACKAGES=(
     # tokens
     p11-kit softhsm2 opensc libengine-pkcs11-openssl
     # interoperability and test tools
-    openssl gpgsm libnss3-tools python3 ca-certificates
+    openssl gpgsm gpg-agent libnss3-tools python3 ca-certificates
     # revocation tests: responses and CRLs dated in the past
     faketime
 )

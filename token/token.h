@@ -31,7 +31,7 @@ class Pkcs11Error : public Error {
 // Returns the CKR_ name of a PKCS#11 return value, or its hexadecimal value if unknown.
 std::string ckr_name(unsigned long rv);
 
-// How the token layer finds a module and obtains a PIN.
+// Module and PIN settings for the token layer.
 struct TokenOptions {
     // --module: used when the URI has no module-path.
     std::optional<std::string> module;
@@ -132,8 +132,9 @@ class TokenKey {
 
 // Opens the token named by key_uri, logs in, and returns its private key. The certificate is
 // the one named by certificate_uri, or else the token certificate with the key's CKA_ID; with
-// certificate_on_token false the caller supplies it and certificate() is null. Throws Error when the token, key or certificate is not found, and Pkcs11Error when a
-// PKCS#11 call fails. A rejected PIN is never retried.
+// certificate_on_token false the caller supplies it and certificate() is null. Throws Error when
+// the token, key or certificate is not found, and Pkcs11Error when a PKCS#11 call fails. A
+// rejected PIN is never retried.
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token = true);
 

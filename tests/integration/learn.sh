@@ -112,7 +112,10 @@ expect_stderr_contains "did not store the certificate of alice@example.org: the 
     fail "an older certificate replaced the newer one"
 
 step "learn: nothing is stored for a failed check, an expired certificate or another From"
-expect_exit 1 "$P11SMIME" verify --no-system-ca --learn "$LEARNED" --in "$MAIL/dave.eml"
+openssl req -x509 -new -key "$CA/ca.key" -out "$CA/other-ca.pem" -days 1 \
+    -subj "/CN=Other Test CA" 2>/dev/null
+expect_exit 1 "$P11SMIME" verify --no-system-ca --ca-file "$CA/other-ca.pem" \
+    --learn "$LEARNED" --in "$MAIL/dave.eml"
 expect_exit 0 "$P11SMIME" verify "${trust[@]}" --no-sender-check --learn "$LEARNED" \
     --in "$MAIL/dave.eml"
 expect_stderr_contains "the From address is not one of its email addresses"

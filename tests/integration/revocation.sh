@@ -9,6 +9,8 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 enter_network_namespace "$@"
 require_p11smime
 require_command openssl python3 faketime
+LIBFAKETIME=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+[[ -f $LIBFAKETIME ]] || skip "$LIBFAKETIME is not installed"
 make_test_dir
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY no_proxy NO_PROXY
 export XDG_CACHE_HOME=$TEST_TMP/cache
@@ -300,8 +302,11 @@ step "OCSP: a response that has expired"
 start_ocsp_responder "$OCSP_PORT" -rsigner "$CA/ca.pem" -rkey "$CA/ca.key" -nmin 60
 OCSP_PID=$LAST_SERVER_PID
 EXPIRED_PORT=$(free_port)
-start_server "$TEST_TMP/ocsp-expired.log" faketime -f -2d openssl ocsp -index "$CA/index.txt" \
-    -port "$EXPIRED_PORT" -CA "$CA/ca.pem" -rsigner "$CA/ca.pem" -rkey "$CA/ca.key" -ndays 1
+# libfaketime is preloaded with env, which execs openssl, so that the recorded process id is
+# the responder's. The faketime command would fork, and stopping it would leave the responder.
+start_server "$TEST_TMP/ocsp-expired.log" env LD_PRELOAD="$LIBFAKETIME" FAKETIME=-2d \
+    openssl ocsp -index "$CA/index.txt" -port "$EXPIRED_PORT" -CA "$CA/ca.pem" \
+    -rsigner "$CA/ca.pem" -rkey "$CA/ca.key" -ndays 1
 wait_for_port "$EXPIRED_PORT"
 expect_exit 0 "$P11SMIME" verify "${trust[@]}" --online --cache-dir "$TEST_TMP/empty" \
     --ocsp-url "http://127.0.0.1:$EXPIRED_PORT/" --in "$MAIL/ocsponly.eml"

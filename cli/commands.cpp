@@ -11,6 +11,7 @@
 
 #include "cli/io.h"
 #include "cli/report.h"
+#include "cli/trust.h"
 #include "cms/decrypt.h"
 #include "cms/encrypt.h"
 #include "cms/mime.h"
@@ -161,13 +162,24 @@ std::string encrypt_to(const std::vector<X509Ptr> &recipients, const EncryptionS
     EncryptOptions encrypt;
     for (const auto &certificate : recipients)
         encrypt.recipients.push_back(certificate.get());
-    encrypt.cipher = settings.cipher;
+    encrypt.cipher = content_cipher(recipients, settings);
     encrypt.rsa_oaep = settings.rsa_oaep;
     return encrypt_message(message, encrypt);
 }
 
 bool wants_encryption(const EncryptionSettings &settings) {
     return !settings.recipients.empty() || settings.cert_dir;
+}
+
+VerifyOptions verify_options(const VerifyCommandOptions &options) {
+    VerifyOptions verify;
+    verify.ca_file = options.ca_file;
+    verify.ca_path = options.ca_path;
+    verify.system_ca = !options.no_system_ca;
+    verify.sender_check = !options.no_sender_check;
+    verify.signer_certificate_files = options.signer_certs;
+    add_trust_settings(options, verify);
+    return verify;
 }
 
 } // namespace
@@ -241,14 +253,7 @@ int run_sign(const SignCommandOptions &options) {
 int run_verify(const VerifyCommandOptions &options) {
     std::string message = read_input(options.in);
     check_output_folder(options.out);
-    VerifyOptions verify;
-    verify.ca_file = options.ca_file;
-    verify.ca_path = options.ca_path;
-    verify.system_ca = !options.no_system_ca;
-    verify.sender_check = !options.no_sender_check;
-    verify.signer_certificate_files = options.signer_certs;
-
-    VerifyResult result = verify_message(message, verify);
+    VerifyResult result = verify_message(message, verify_options(options));
     if (options.json)
         print_verify_json(std::cout, result);
     else
@@ -260,6 +265,8 @@ int run_verify(const VerifyCommandOptions &options) {
         std::cerr << "p11smime: error: verification failed: " << result.failures.front() << "\n";
         return exit_check_failed;
     }
+    if (options.learn_dir)
+        learn_signers(*options.learn_dir, result);
     if (options.out)
         write_output(options.out, result.content);
     return exit_success;
@@ -290,7 +297,7 @@ int run_encrypt(const EncryptCommandOptions &options) {
     write_output(options.out, encrypt_to(recipients, options.encryption, message));
 
     if (options.json)
-        print_encrypt_json(std::cout, recipients, options.encryption.cipher,
+        print_encrypt_json(std::cout, recipients, content_cipher(recipients, options.encryption),
                            options.encryption.rsa_oaep);
     return exit_success;
 }
@@ -343,16 +350,6 @@ class TokenKeyLookup {
     TokenOptions token_;
     std::vector<TokenKey> keys_;
 };
-
-VerifyOptions verify_options(const VerifyCommandOptions &options) {
-    VerifyOptions verify;
-    verify.ca_file = options.ca_file;
-    verify.ca_path = options.ca_path;
-    verify.system_ca = !options.no_system_ca;
-    verify.sender_check = !options.no_sender_check;
-    verify.signer_certificate_files = options.signer_certs;
-    return verify;
-}
 
 } // namespace
 

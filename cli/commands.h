@@ -27,6 +27,7 @@ struct EncryptionSettings {
     std::vector<std::string> recipients; // certificate files or PKCS#11 URIs
     std::optional<std::string> cert_dir;
     std::string cipher = "aes-256-cbc";
+    bool cipher_given = false; // --cipher was given; else learned SMIMECapabilities may choose
     bool rsa_oaep = false;
 };
 
@@ -50,6 +51,16 @@ struct VerifyCommandOptions {
     bool no_system_ca = false;
     bool no_sender_check = false;
     std::vector<std::string> signer_certs;
+    std::string at_time = "now";
+    std::string date_mismatch = "warn";
+    std::vector<std::string> crl_files;
+    std::optional<std::string> crl_dir;
+    bool online = false;
+    std::optional<std::string> ocsp_url;
+    std::string revocation = "soft";
+    int timeout_seconds = 5;
+    std::optional<std::string> cache_dir;
+    std::optional<std::string> learn_dir; // verify only
     bool json = false;
     std::optional<std::string> in;
     std::optional<std::string> out;
@@ -70,11 +81,19 @@ struct DecryptCommandOptions {
     VerifyCommandOptions verify; // its json, in and out are those of decrypt
 };
 
+struct CertsCommandOptions {
+    std::string action; // "list", "show" or "remove"
+    std::string cert_dir;
+    std::string email;  // for show and remove
+    bool json = false;
+};
+
 int run_list(const ListOptions &options);
 int run_sign(const SignCommandOptions &options);
 int run_verify(const VerifyCommandOptions &options);
 int run_encrypt(const EncryptCommandOptions &options);
 int run_decrypt(const DecryptCommandOptions &options);
+int run_certs(const CertsCommandOptions &options);
 
 // Returns the token settings of the command line, with the PIN prompt on /dev/tty when a
 // terminal is attached and warnings printed by warn().

@@ -31,12 +31,43 @@ void add_encryption_options(CLI::App *command, EncryptionSettings &settings,
                         "addresses");
     command
         ->add_option("--cipher", settings.cipher,
-                     "content cipher; the GCM ciphers give AuthEnvelopedData "
-                     "(default: aes-256-cbc)")
+                     "content cipher; the GCM ciphers give AuthEnvelopedData (default: the "
+                     "first cipher in the SMIMECapabilities that --cert-dir holds for every "
+                     "recipient, else aes-256-cbc)")
         ->transform(CLI::IsMember({"aes-128-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"},
-                                  CLI::ignore_case));
+                                  CLI::ignore_case))
+        ->each([&settings](const std::string &) { settings.cipher_given = true; });
     command->add_flag("--rsa-oaep", settings.rsa_oaep,
                       "RSAES-OAEP with SHA-256 for RSA recipients instead of PKCS#1 v1.5");
+}
+
+void add_trust_options(CLI::App *command, VerifyCommandOptions &options) {
+    command->add_option("--at-time", options.at_time,
+                        "time to validate the certificate path at: now, signing (the "
+                        "signingTime attribute) or a UTC date such as 2013-11-02T20:28:04Z "
+                        "(default: now)");
+    command->add_option("--date-mismatch", options.date_mismatch,
+                        "a Date header more than an hour from signingTime: warn or fail "
+                        "(default: warn)")
+        ->check(CLI::IsMember({"warn", "fail"}));
+    command->add_option("--crl-file", options.crl_files, "PEM or DER CRL file (repeatable)");
+    command->add_option("--crl-dir", options.crl_dir,
+                        "folder of CRL files (*.crl, *.pem, *.der, or *.rN from openssl rehash)");
+    command->add_flag("--online", options.online,
+                      "check revocation online: OCSP first, then CRL distribution points");
+    command->add_option("--ocsp-url", options.ocsp_url,
+                        "OCSP responder to ask instead of the one the certificate names "
+                        "(http:// only)");
+    command->add_option("--revocation", options.revocation,
+                        "an unknown revocation status is a warning (soft) or a failure (hard) "
+                        "(default: soft)")
+        ->check(CLI::IsMember({"soft", "hard"}));
+    command->add_option("--timeout", options.timeout_seconds,
+                        "seconds each online request may take (default: 5)")
+        ->check(CLI::Range(1, 300));
+    command->add_option("--cache-dir", options.cache_dir,
+                        "folder for OCSP responses and CRLs fetched online (default: "
+                        "$XDG_CACHE_HOME/p11smime/revocation)");
 }
 
 void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
@@ -48,6 +79,7 @@ void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
                       "do not require the From address in the signer certificate");
     command->add_option("--signer-cert", options.signer_certs,
                         "signer certificate file, for signatures that do not include it");
+    add_trust_options(command, options);
 }
 
 CLI::App *add_list(CLI::App &app, ListOptions &options) {
@@ -113,9 +145,24 @@ CLI::App *add_verify(CLI::App &app, VerifyCommandOptions &options) {
     CLI::App *verify = app.add_subcommand("verify", "Verify a signed message");
     add_verify_checks(verify, options);
     verify->add_flag("--json", options.json, "print the report as JSON on standard output");
+    verify->add_option("--learn", options.learn_dir,
+                       "store the certificate and SMIMECapabilities of a signer that verified "
+                       "in this folder, for encrypt --cert-dir");
     verify->add_option("--in", options.in, "signed message (default: standard input)");
     verify->add_option("--out", options.out, "file for the verified content");
     return verify;
+}
+
+CLI::App *add_certs(CLI::App &app, CertsCommandOptions &options) {
+    CLI::App *certs = app.add_subcommand(
+        "certs", "List, show or remove the certificates in a --cert-dir folder");
+    certs->add_option("action", options.action, "list, show EMAIL or remove EMAIL")
+        ->required()
+        ->check(CLI::IsMember({"list", "show", "remove"}));
+    certs->add_option("email", options.email, "email address, for show and remove");
+    certs->add_option("--cert-dir", options.cert_dir, "certificate folder")->required();
+    certs->add_flag("--json", options.json, "print JSON instead of text");
+    return certs;
 }
 
 // The subcommands and their parsed options.
@@ -125,11 +172,13 @@ struct Commands {
     VerifyCommandOptions verify_options;
     EncryptCommandOptions encrypt_options;
     DecryptCommandOptions decrypt_options;
+    CertsCommandOptions certs_options;
     CLI::App *list = nullptr;
     CLI::App *sign = nullptr;
     CLI::App *verify = nullptr;
     CLI::App *encrypt = nullptr;
     CLI::App *decrypt = nullptr;
+    CLI::App *certs = nullptr;
 };
 
 void add_commands(CLI::App &app, Commands &commands) {
@@ -138,6 +187,7 @@ void add_commands(CLI::App &app, Commands &commands) {
     commands.verify = add_verify(app, commands.verify_options);
     commands.encrypt = add_encrypt(app, commands.encrypt_options);
     commands.decrypt = add_decrypt(app, commands.decrypt_options);
+    commands.certs = add_certs(app, commands.certs_options);
 }
 
 int run_command(const Commands &commands) {
@@ -151,6 +201,8 @@ int run_command(const Commands &commands) {
         return run_encrypt(commands.encrypt_options);
     if (commands.decrypt->parsed())
         return run_decrypt(commands.decrypt_options);
+    if (commands.certs->parsed())
+        return run_certs(commands.certs_options);
     throw Error("no command given", "see 'p11smime --help'");
 }
 

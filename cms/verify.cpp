@@ -12,6 +12,7 @@
 
 #include "cms/mime.h"
 #include "cms/signed_part.h"
+#include "cms/trust_checks.h"
 #include "common/error.h"
 #include "common/ossl.h"
 
@@ -183,15 +184,20 @@ bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedP
     return false;
 }
 
-void check_certificate(X509_STORE *store, X509 *signer, STACK_OF(X509) * untrusted,
-                       SignerReport &report) {
+// Validates the path of signer at the given time, and returns it when it is valid.
+X509StackPtr check_certificate(X509_STORE *store, X509 *signer, STACK_OF(X509) * untrusted,
+                               std::time_t at, SignerReport &report) {
     X509StoreCtxPtr context(X509_STORE_CTX_new());
     if (!context || !X509_STORE_CTX_init(context.get(), store, signer, untrusted))
         throw OpensslError("cannot set up certificate validation");
     X509_STORE_CTX_set_default(context.get(), "smime_sign");
     X509_STORE_CTX_set_purpose(context.get(), X509_PURPOSE_SMIME_SIGN);
+    X509_STORE_CTX_set_time(context.get(), 0, at);
 
+    X509StackPtr chain;
     report.certificate_valid = X509_verify_cert(context.get()) == 1;
+    if (report.certificate_valid)
+        chain.reset(X509_STORE_CTX_get1_chain(context.get()));
     if (!report.certificate_valid) {
         int error = X509_STORE_CTX_get_error(context.get());
         report.certificate_error = X509_verify_cert_error_string(error);
@@ -200,6 +206,7 @@ void check_certificate(X509_STORE *store, X509 *signer, STACK_OF(X509) * untrust
                                         "nonRepudiation, and emailProtection in any EKU)";
     }
     clear_openssl_errors();
+    return chain;
 }
 
 bool same_address(const std::string &a, const std::string &b) {
@@ -228,10 +235,28 @@ SignerReport describe_signer(CMS_SignerInfo *info) {
     return report;
 }
 
+// Validates the path of one signer at the time options ask for, then checks its revocation.
+void check_signer_trust(CMS_SignerInfo *info, X509 *certificate, X509_STORE *store,
+                        STACK_OF(X509) * untrusted, const RevocationChecker &revocation,
+                        const VerifyOptions &options, const VerifyResult &result,
+                        SignerReport &report) {
+    std::optional<std::time_t> signing = signing_time_of(info);
+    std::time_t at = choose_validation_time(options.at_time, signing, report);
+    add_time_notes(certificate, signing, result.date, report);
+    report.capabilities = smime_capabilities(info);
+    report.certificate_der = certificate_der(certificate);
+    report.revocation.online = options.revocation.online;
+
+    X509StackPtr chain = check_certificate(store, certificate, untrusted, at, report);
+    if (chain && report.time_failure.empty())
+        report.revocation = revocation.check(chain.get(), at, store, untrusted);
+}
+
 void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_valid,
                    const VerifyOptions &options, const std::vector<std::string> &from_addresses,
                    VerifyResult &result) {
     X509StorePtr store = trust_store(options);
+    RevocationChecker revocation(options.revocation);
     X509StackPtr untrusted(CMS_get1_certs(cms));
     if (!untrusted)
         untrusted.reset(sk_X509_new_null());
@@ -248,7 +273,8 @@ void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_
         X509 *certificate = nullptr;
         CMS_SignerInfo_get0_algs(info, nullptr, &certificate, nullptr, nullptr);
         if (certificate) {
-            check_certificate(store.get(), certificate, untrusted.get(), report);
+            check_signer_trust(info, certificate, store.get(), untrusted.get(), revocation,
+                               options, result, report);
             report.sender_matches = !from_addresses.empty();
             for (const auto &from : from_addresses) {
                 bool listed = false;
@@ -268,8 +294,9 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
         std::string who =
             signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
         if (!signer.subject.empty() && !signer.certificate_valid)
-            result.failures.push_back("certificate of " + who +
-                                      " is not valid: " + signer.certificate_error);
+            result.failures.push_back("certificate of " + who + " is not valid at " +
+                                      signer.validation_time + ": " + signer.certificate_error);
+        collect_trust_findings(options, signer, who, result);
         if (options.sender_check && !signer.subject.empty() && !signer.sender_matches) {
             if (result.from.empty())
                 result.failures.push_back("the message has no From address to check against " +
@@ -296,6 +323,7 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
     result.structure = part.opaque ? "signed-data" : "multipart/signed";
     result.part = part.part.empty() ? "1" : part.part;
     result.from = split.from_address;
+    result.date = header_value(split, "Date");
     if (!part.part.empty())
         result.warnings.push_back("only part " + part.part +
                                   " is signed; other parts of the message are not");

@@ -6,8 +6,15 @@
 #include <vector>
 
 #include <openssl/x509.h>
+#include "cms/revocation.h"
+#include "cms/validation_time.h"
 
 namespace p11smime {
+
+// How far the Date header may be from signingTime before the report warns, in seconds. It is
+// the hour that Thunderbird allows (mailnews/mime/src/mimemcms.cpp) before it calls the
+// signature bad.
+constexpr long date_tolerance_seconds = 3600;
 
 struct VerifyOptions {
     std::optional<std::string> ca_file; // PEM file of trust anchors
@@ -15,6 +22,9 @@ struct VerifyOptions {
     bool system_ca = true;              // also trust the system store
     bool sender_check = true;           // From must match an email of the signer certificate
     std::vector<std::string> signer_certificate_files; // for signatures that omit the signer
+    AtTime at_time;                 // when the path is validated: now, signingTime or a date
+    RevocationOptions revocation;   // local CRLs and online checks
+    bool date_mismatch_fails = false; // Date header and signingTime too far apart: a failure
 };
 
 // What was found about one SignerInfo.
@@ -33,6 +43,16 @@ struct SignerReport {
     bool certificate_valid = false;
     std::string certificate_error; // why the path or purpose check failed
     bool sender_matches = false;
+    std::string validation_time;        // ISO 8601 time the path was validated at
+    std::string validation_time_source; // "now", "signingTime" or "--at-time"
+    std::string time_failure;           // why the path could not be validated at that time
+    RevocationReport revocation;        // filled in when the path is valid
+    std::vector<std::string> notes;     // a future signingTime, or one outside the
+                                        // certificate's validity
+    std::string date_note;              // the Date header is far from signingTime, or
+                                        // unreadable
+    std::string certificate_der;        // the signer certificate, for `verify --learn`
+    std::vector<std::string> capabilities; // SMIMECapabilities OIDs, most preferred first
 };
 
 struct VerifyResult {
@@ -42,16 +62,19 @@ struct VerifyResult {
     std::string structure;             // "multipart/signed" or "signed-data"
     std::string part;                  // MIME part number of the signed part, "1" at the top
     std::string from;                  // the From address checked against the signer
+    std::string date;                  // the Date header, or empty
     std::vector<SignerReport> signers;
     std::string content; // the signed MIME entity, without the unsigned outer headers
 };
 
 // Verifies the first S/MIME signature in message: a multipart/signed (also inside
 // multipart/mixed) or an opaque application/pkcs7-mime signed-data. The digest comes from the
-// SignerInfo, never from micalg. Checks the path to the trust anchors now, the S/MIME signing
-// purpose (key usage and extended key usage) and, unless disabled, the From address. A failed
-// check is reported in the result; Error is thrown only when the input cannot be read as
-// S/MIME (no signature found, malformed MIME or CMS).
+// SignerInfo, never from micalg. Checks the path to the trust anchors at options.at_time, its
+// revocation as options.revocation sets, the S/MIME signing purpose (key usage and extended
+// key usage) and, unless disabled, the From address. The Date header is compared with
+// signingTime. A failed check is reported in the result; Error is thrown only when the input
+// cannot be read as S/MIME (no signature found, malformed MIME or CMS) or a CRL file cannot be
+// read.
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options);
 
 // Returns the SHA-1 fingerprint of certificate in uppercase hex, the certificate ID that gpgsm

@@ -13,6 +13,8 @@ readonly PACKAGES=(
     openssl gpgsm gpg-agent libnss3-tools python3 ca-certificates
     # git signing and mail client tests
     git neomutt
+    # revocation tests: responses and CRLs dated in the past
+    faketime
 )
 
 missing=()

@@ -170,13 +170,18 @@ declare -A trust=(
     [carl]="--no-system-ca --ca-file $work/CarlDSSSelf.pem"
     [carl-nosender]="--no-system-ca --ca-file $work/CarlDSSSelf.pem --no-sender-check"
     [kde]="--no-system-ca --signer-cert kde/unittest-cert.pem --ca-file kde/unittest-cert.pem"
+    [tb-date-fail]="--no-system-ca --ca-file thunderbird/TestCA.pem --date-mismatch fail"
+    [bcroot-signing]="--no-system-ca --ca-file bouncycastle/validator.root.crt --at-time signing"
+    [bcroot-signing-crl]="--no-system-ca --ca-file bouncycastle/validator.root.crt --at-time signing --crl-file bouncycastle/validator.revoked.crl"
+    [startcom-signing]="--no-system-ca --ca-file mimekit/StartComCertificationAuthority.crt --at-time signing"
 )
 
 # --- Expected outcomes ---------------------------------------------------------------------
 # Columns: expected exit status, openssl cross-check (good, bad, good-binary or -), trust
 # settings from the list above, message. An indented line below a row gives the reason.
 # The chain is validated at the current time, so certificates that expired since signing
-# make a row fail with 1 even where the source project validates at signing time.
+# make a row fail with 1 even where the source project validates at signing time. The rows
+# whose trust settings end in "-signing" validate at signingTime, as those projects do.
 # The Thunderbird certificates (Alice, Dave) have no subjectAltName: their address is only in
 # the subject's emailAddress attribute, so the sender check has to read it there.
 
@@ -194,7 +199,7 @@ table=$(cat <<'TABLE'
 0 good tb thunderbird/alice.sig.SHA256.opaque.eml
 0 good tb thunderbird/alice.html.sig.SHA256.opaque.eml
 0 good tb thunderbird/alice.future.dsig.SHA256.multipart.eml
-    Thunderbird rejects a Date header 6 h after signingTime, but p11smime does not compare them.
+    The Date header is 6 h after signingTime: p11smime warns, and Thunderbird rejects it.
 0 good tb thunderbird/alice.env.sig.SHA256.opaque.eml
     The outer signature is good. Thunderbird ignores a signature around encryption.
 0 good tb thunderbird/alice.env.sig.SHA256.opaque.dave.sig.SHA256.opaque.eml
@@ -303,6 +308,24 @@ table=$(cat <<'TABLE'
     Opaque signed-data without eContent: there is no content to verify.
 1 - self-nosender openssl/pkcs7-empty-digest-set.eml
     Empty digestAlgorithms SET, and RFC 5652 section 5.1 lets a verifier reject that signer.
+1 good tb-date-fail thunderbird/alice.future.dsig.SHA256.multipart.eml
+    With --date-mismatch fail, a Date header 6 h after signingTime fails, as in Thunderbird.
+0 good tb-date-fail thunderbird/alice.dsig.SHA256.multipart.eml
+    With --date-mismatch fail: the Date header is 2 minutes before signingTime, within the hour.
+1 good bcroot-signing bouncycastle/validator.expired.eml
+    At signing time too: the signer certificate expired 29 minutes before signingTime.
+1 good bcroot-signing bouncycastle/validator.notYetValid.eml
+    At signing time too: the signer certificate is valid only from four months later.
+0 good bcroot-signing bouncycastle/validator.revoked.eml
+    Valid at signingTime 2006-09-01 when no CRL is given.
+1 good bcroot-signing-crl bouncycastle/validator.revoked.eml
+    The CRL lists the signer as revoked for keyCompromise at 09:30, before signingTime 10:49.
+1 good bcroot-signing bouncycastle/validator.keyUsage.eml
+    Path valid at signingTime, but keyUsage dataEncipherment only does not allow S/MIME signing.
+1 good bcroot-signing bouncycastle/validator.noEmail.eml
+    Path valid at signingTime, but the certificate has no email address to match From.
+0 good startcom-signing mimekit/thunderbird-signed.txt
+    The StartCom chain is valid at signingTime 2013-11-02, where MimeKit validates it.
 TABLE
 )
 

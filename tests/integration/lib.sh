@@ -43,8 +43,12 @@ step() {
     echo "--- $*"
 }
 
+# Process ids of the servers that start_server started; cleanup_test_dir stops them.
+SERVER_PIDS=()
+
 cleanup_test_dir() {
     local status=$?
+    stop_servers
     if [[ -n ${GNUPGHOME:-} && -d $GNUPGHOME ]]; then
         # gpgsm starts a gpg-agent (and dirmngr) per home. Only this home's daemons stop.
         gpgconf --kill all >/dev/null 2>&1 || true
@@ -421,4 +425,87 @@ for name in sys.argv[3:]:
         status = 1
 sys.exit(status)
 PY
+}
+
+# --- Local servers for online revocation tests ---------------------------------------------
+
+# Re-run the calling script in a new network namespace with only a loopback interface, so its
+# servers are reachable from nowhere else and nothing it does leaves the machine. Call it
+# first, with the script's arguments. Where namespaces are not allowed, the script goes on in
+# the host's namespace and its clients still connect only to 127.0.0.1.
+enter_network_namespace() {
+    if [[ -n ${P11SMIME_IN_NETNS:-} ]]; then
+        ip link set lo up 2>/dev/null || true
+        return
+    fi
+    if command -v unshare >/dev/null && unshare -n true 2>/dev/null; then
+        export P11SMIME_IN_NETNS=1
+        exec unshare -n -- bash "$0" "$@"
+    fi
+    echo "note: no network namespace available; servers run in the host's namespace" >&2
+}
+
+# Print a TCP port on 127.0.0.1 that is free now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Start a server in the background with its output in LOG and remember its process id:
+# start_server LOG COMMAND [ARG...]. The id is also left in LAST_SERVER_PID.
+start_server() {
+    local log=$1
+    shift
+    "$@" >"$log" 2>&1 &
+    LAST_SERVER_PID=$!
+    SERVER_PIDS+=("$LAST_SERVER_PID")
+}
+
+# Stop one server that start_server started, by its process id.
+stop_server() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for i in "${!SERVER_PIDS[@]}"; do
+        if [[ ${SERVER_PIDS[$i]} == "$pid" ]]; then
+            unset 'SERVER_PIDS[i]'
+        fi
+    done
+}
+
+stop_servers() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    SERVER_PIDS=()
+}
+
+# Wait up to 10 seconds until a socket listens on PORT. The check reads the kernel's socket
+# tables instead of connecting, because `openssl ocsp` 3.0 stops responding after a client
+# that connects and sends nothing.
+wait_for_port() {
+    local port=$1 attempt
+    for attempt in $(seq 100); do
+        if python3 - "$port" <<'PY'
+import sys
+
+port = "%04X" % int(sys.argv[1])
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        lines = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for line in lines:
+        fields = line.split()
+        if fields[1].endswith(":" + port) and fields[3] == "0A":
+            sys.exit(0)
+sys.exit(1)
+PY
+        then
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "nothing listens on port $port after 10 seconds"
 }

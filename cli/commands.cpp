@@ -24,8 +24,6 @@ constexpr int exit_check_failed = 1;
 
 void warn(const std::string &message) { std::cerr << "p11smime: warning: " << message << "\n"; }
 
-namespace {
-
 TokenOptions token_options(const CommonOptions &common) {
     TokenOptions options;
     options.module = common.module;
@@ -36,7 +34,6 @@ TokenOptions token_options(const CommonOptions &common) {
     return options;
 }
 
-// Reads every certificate in a PEM file, or the one certificate of a DER file.
 X509StackPtr read_certificates(const std::string &path) {
     X509StackPtr certificates(sk_X509_new_null());
     BioPtr bio(BIO_new_file(path.c_str(), "rb"));
@@ -59,6 +56,8 @@ X509Ptr read_certificate(const std::string &path) {
     X509StackPtr certificates = read_certificates(path);
     return X509Ptr(sk_X509_shift(certificates.get()));
 }
+
+namespace {
 
 void append_chain(STACK_OF(X509) * chain, const std::optional<std::string> &path) {
     if (!path)

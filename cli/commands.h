@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "common/ossl.h"
+#include "token/token.h"
+
 namespace p11smime::cli {
 
 struct CommonOptions {
@@ -74,5 +77,16 @@ int run_decrypt(const DecryptCommandOptions &options);
 
 // Prints a warning on stderr as "p11smime: warning: ...".
 void warn(const std::string &message);
+
+// Returns the token options of a command: its --module and --pin-file, the PIN prompt when a
+// terminal is attached, and warnings printed on stderr.
+TokenOptions token_options(const CommonOptions &common);
+
+// Reads every certificate in a PEM file, or the one certificate of a DER file. Throws
+// OpensslError naming the file when it has none.
+X509StackPtr read_certificates(const std::string &path);
+
+// Reads the first certificate of a PEM or DER file.
+X509Ptr read_certificate(const std::string &path);
 
 } // namespace p11smime::cli

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "cli/token_commands.h"
 #include "common/error.h"
 
 using namespace p11smime;
@@ -143,6 +144,15 @@ int main(int argc, char **argv) {
     CLI::App *verify = add_verify(app, verify_options);
     CLI::App *encrypt = add_encrypt(app, encrypt_options);
     CLI::App *decrypt = add_decrypt(app, decrypt_options);
+    KeygenCommandOptions keygen_options;
+    CsrCommandOptions csr_options;
+    ImportCommandOptions import_options;
+    CLI::App *keygen = add_keygen(app, keygen_options);
+    add_token_options(keygen, keygen_options.common);
+    CLI::App *csr = add_csr(app, csr_options);
+    add_token_options(csr, csr_options.common);
+    CLI::App *import = add_import(app, import_options);
+    add_token_options(import, import_options.common);
 
     try {
         app.parse(argc, argv);
@@ -162,6 +172,12 @@ int main(int argc, char **argv) {
             return run_encrypt(encrypt_options);
         if (decrypt->parsed())
             return run_decrypt(decrypt_options);
+        if (keygen->parsed())
+            return run_keygen(keygen_options);
+        if (csr->parsed())
+            return run_csr(csr_options);
+        if (import->parsed())
+            return run_import(import_options);
     } catch (const Error &error) {
         print_error(error);
         return exit_usage;

@@ -153,6 +153,9 @@ int main(int argc, char **argv) {
     add_token_options(csr, csr_options.common);
     CLI::App *import = add_import(app, import_options);
     add_token_options(import, import_options.common);
+    ReadersCommandOptions readers_options;
+    CLI::App *readers = add_readers(app, readers_options);
+    add_token_options(readers, readers_options.common);
 
     try {
         app.parse(argc, argv);
@@ -178,6 +181,8 @@ int main(int argc, char **argv) {
             return run_csr(csr_options);
         if (import->parsed())
             return run_import(import_options);
+        if (readers->parsed())
+            return run_readers(readers_options);
     } catch (const Error &error) {
         print_error(error);
         return exit_usage;

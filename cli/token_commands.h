@@ -39,13 +39,33 @@ struct ImportCommandOptions {
     std::optional<std::string> id; // hexadecimal
 };
 
+struct ReadersCommandOptions {
+    CommonOptions common;
+    bool wait = false;
+    unsigned int timeout = 0; // seconds; 0 waits without limit
+    std::optional<std::string> reader;
+    bool json = false;
+};
+
+struct DoctorCommandOptions {
+    CommonOptions common;
+    std::optional<std::string> token; // check only the tokens matching this URI
+    bool login = false;
+};
+
 // Register the subcommands with the application; the options are filled in when parsing.
 CLI::App *add_keygen(CLI::App &app, KeygenCommandOptions &options);
 CLI::App *add_csr(CLI::App &app, CsrCommandOptions &options);
 CLI::App *add_import(CLI::App &app, ImportCommandOptions &options);
+CLI::App *add_readers(CLI::App &app, ReadersCommandOptions &options);
+CLI::App *add_doctor(CLI::App &app, DoctorCommandOptions &options);
 
 int run_keygen(const KeygenCommandOptions &options);
 int run_csr(const CsrCommandOptions &options);
 int run_import(const ImportCommandOptions &options);
+int run_readers(const ReadersCommandOptions &options);
+
+// Returns 0 when nothing blocks signing (warnings may be printed) and 2 when a problem does.
+int run_doctor(const DoctorCommandOptions &options);
 
 } // namespace p11smime::cli

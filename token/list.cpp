@@ -158,8 +158,7 @@ std::vector<std::string> token_flags(const PKCS11_TOKEN *token) {
     return flags;
 }
 
-SlotInfo describe_slot(Pkcs11Context &context, PKCS11_SLOT *slot, const TokenOptions &options,
-                       bool login_to_token) {
+SlotInfo describe_slot_and_token(PKCS11_SLOT *slot) {
     SlotInfo info;
     info.slot_id = PKCS11_get_slotid_from_slot(slot);
     info.description = slot->description ? slot->description : "";
@@ -175,6 +174,15 @@ SlotInfo describe_slot(Pkcs11Context &context, PKCS11_SLOT *slot, const TokenOpt
     info.model = token->model;
     info.serial = token->serialnr;
     info.flags = token_flags(token);
+    return info;
+}
+
+SlotInfo describe_slot(Pkcs11Context &context, PKCS11_SLOT *slot, const TokenOptions &options,
+                       bool login_to_token) {
+    SlotInfo info = describe_slot_and_token(slot);
+    PKCS11_TOKEN *token = slot->token;
+    if (!token)
+        return info;
 
     // libp11 0.4.12 waits forever when it opens a session on a token that is not
     // initialised (SoftHSM always offers one), so such a token is listed without objects.
@@ -201,12 +209,29 @@ std::string hex_id(const unsigned char *id, size_t length) {
     return text;
 }
 
-ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login) {
-    Pkcs11Context context(module_path);
+namespace {
+
+ModuleInfo describe_module(Pkcs11Context &context) {
     ModuleInfo info;
-    info.path = module_path;
+    info.path = context.path();
     info.manufacturer = context.ctx()->manufacturer ? context.ctx()->manufacturer : "";
     info.description = context.ctx()->description ? context.ctx()->description : "";
+    return info;
+}
+
+} // namespace
+
+ModuleInfo list_module_slots(const std::string &module_path) {
+    Pkcs11Context context(module_path);
+    ModuleInfo info = describe_module(context);
+    for (unsigned int i = 0; i < context.slot_count(); ++i)
+        info.slots.push_back(describe_slot_and_token(&context.slots()[i]));
+    return info;
+}
+
+ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login) {
+    Pkcs11Context context(module_path);
+    ModuleInfo info = describe_module(context);
 
     unsigned int need_login = 0;
     for (unsigned int i = 0; i < context.slot_count(); ++i) {

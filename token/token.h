@@ -104,6 +104,10 @@ struct ModuleInfo {
 // that requires it so that private keys become visible. Throws Error or Pkcs11Error.
 ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login);
 
+// Lists the slots and tokens of one module, without their objects and without a login.
+// Throws Error when the module cannot be loaded.
+ModuleInfo list_module_slots(const std::string &module_path);
+
 class Pkcs11Context;
 
 // A private key on a token with its certificate. key() performs its private operations on the

@@ -156,6 +156,9 @@ int main(int argc, char **argv) {
     ReadersCommandOptions readers_options;
     CLI::App *readers = add_readers(app, readers_options);
     add_token_options(readers, readers_options.common);
+    DoctorCommandOptions doctor_options;
+    CLI::App *doctor = add_doctor(app, doctor_options);
+    add_token_options(doctor, doctor_options.common);
 
     try {
         app.parse(argc, argv);
@@ -183,6 +186,8 @@ int main(int argc, char **argv) {
             return run_import(import_options);
         if (readers->parsed())
             return run_readers(readers_options);
+        if (doctor->parsed())
+            return run_doctor(doctor_options);
     } catch (const Error &error) {
         print_error(error);
         return exit_usage;

@@ -1,5 +1,6 @@
 #include "token/module.h"
 
+#include <cstdlib>
 #include <cstring>
 
 #include <p11-kit/p11-kit.h>
@@ -175,6 +176,56 @@ std::optional<bool> Pkcs11Session::flag(CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TY
     if (!value || value->size() != sizeof(CK_BBOOL))
         return std::nullopt;
     return (*value)[0] != CK_FALSE;
+}
+
+namespace {
+
+std::string owned_string(char *text) {
+    std::string value = text ? text : "";
+    free(text);
+    return value;
+}
+
+// Reads the enable-in and disable-in options of the module's p11-kit configuration, which
+// list the programs that may load it.
+bool proxy_loads(CK_FUNCTION_LIST *module) {
+    std::string enable_in = owned_string(p11_kit_config_option(module, "enable-in"));
+    std::string disable_in = owned_string(p11_kit_config_option(module, "disable-in"));
+    const std::string proxy = "p11-kit-proxy";
+    if (!enable_in.empty())
+        return enable_in.find(proxy) != std::string::npos;
+    return disable_in.find(proxy) == std::string::npos;
+}
+
+RegisteredModule describe_registered(CK_FUNCTION_LIST *module) {
+    RegisteredModule result;
+    result.name = owned_string(p11_kit_module_get_name(module));
+    result.path = owned_string(p11_kit_module_get_filename(module));
+    result.used_by_proxy = proxy_loads(module);
+    result.initialize_rv = p11_kit_module_initialize(module);
+    if (result.initialize_rv != CKR_OK)
+        return result;
+
+    CK_INFO info{};
+    if (module->C_GetInfo(&info) == CKR_OK)
+        result.description = unpad(info.libraryDescription, sizeof info.libraryDescription);
+    p11_kit_module_finalize(module);
+    return result;
+}
+
+} // namespace
+
+RegisteredModules registered_modules() {
+    p11_kit_be_quiet();
+    RegisteredModules result;
+    CK_FUNCTION_LIST **modules = p11_kit_modules_load(nullptr, 0);
+    if (const char *message = p11_kit_message(); message && *message)
+        result.message = message;
+    for (CK_FUNCTION_LIST **module = modules; module && *module; ++module)
+        result.modules.push_back(describe_registered(*module));
+    if (modules)
+        p11_kit_modules_release(modules);
+    return result;
 }
 
 } // namespace p11smime

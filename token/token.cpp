@@ -170,6 +170,8 @@ std::string choose_module(const Pkcs11Uri *uri, const TokenOptions &options) {
     return P11SMIME_PROXY_MODULE;
 }
 
+std::string proxy_module_path() { return P11SMIME_PROXY_MODULE; }
+
 namespace {
 
 struct FoundKey {

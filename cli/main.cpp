@@ -155,7 +155,6 @@ int main(int argc, char **argv) {
     add_token_options(import, import_options.common);
     ReadersCommandOptions readers_options;
     CLI::App *readers = add_readers(app, readers_options);
-    add_token_options(readers, readers_options.common);
     DoctorCommandOptions doctor_options;
     CLI::App *doctor = add_doctor(app, doctor_options);
     add_token_options(doctor, doctor_options.common);

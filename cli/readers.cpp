@@ -111,6 +111,9 @@ CLI::App *add_readers(CLI::App &app, ReadersCommandOptions &options) {
     readers->add_option("--reader", options.reader,
                         "with --wait, the name of the reader to wait for (default: any)");
     readers->add_flag("--json", options.json, "print JSON instead of text");
+    readers->add_option("--module", options.common.module,
+                        "PKCS#11 module whose slots are shown (default: $P11SMIME_MODULE, "
+                        "else p11-kit's proxy with every registered module)");
     return readers;
 }
 

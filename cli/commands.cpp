@@ -7,11 +7,13 @@
 #include <map>
 
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "cli/io.h"
 #include "cli/report.h"
 #include "cms/decrypt.h"
 #include "cms/encrypt.h"
+#include "cms/mime.h"
 #include "cms/sign.h"
 #include "cms/verify.h"
 #include "common/error.h"
@@ -25,6 +27,8 @@ constexpr int exit_check_failed = 1;
 void warn(const std::string &message) { std::cerr << "p11smime: warning: " << message << "\n"; }
 
 TokenOptions token_options(const CommonOptions &common) {
+    if (common.module && common.module->empty())
+        throw Error("--module is empty", "give the path of a PKCS#11 module, or leave it out");
     TokenOptions options;
     options.module = common.module;
     options.pin_file = common.pin_file;
@@ -82,7 +86,8 @@ bool has_certificate_extension(const std::string &name) {
     return false;
 }
 
-// Certificates of a --cert-dir folder, indexed by lowercase email address.
+} // namespace
+
 std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &folder) {
     std::unique_ptr<DIR, int (*)(DIR *)> directory(opendir(folder.c_str()), closedir);
     if (!directory)
@@ -106,6 +111,8 @@ std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &f
     }
     return index;
 }
+
+namespace {
 
 // Picks, for each address, the first certificate in the folder that passes the recipient
 // checks; an address without one is an error naming it.
@@ -174,8 +181,24 @@ int run_list(const ListOptions &options) {
     return exit_success;
 }
 
+// Warns about a signature that its readers will reject: an expired or not yet valid
+// certificate, or a From address that the certificate does not carry.
+void warn_about_signer(X509 *certificate, const std::string &message) {
+    if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0)
+        warn("the signer certificate has expired, so verifiers will reject this signature");
+    else if (X509_cmp_current_time(X509_get0_notBefore(certificate)) > 0)
+        warn("the signer certificate is not valid yet, so verifiers will reject this signature");
+
+    std::string from = split_message(message).from_address;
+    if (!from.empty() && X509_check_email(certificate, from.c_str(), from.size(), 0) != 1)
+        warn("From address '" + from + "' is not in the signer certificate, so verifiers "
+             "that check the sender will reject this signature");
+}
+
 int run_sign(const SignCommandOptions &options) {
     std::string message = read_input(options.in);
+    split_message(message); // reject unusable input before a PIN try is spent on it
+    check_output_folder(options.out);
     Pkcs11Uri key_uri = Pkcs11Uri::parse(options.key);
     std::optional<Pkcs11Uri> certificate_uri;
     X509Ptr certificate_file;
@@ -196,6 +219,7 @@ int run_sign(const SignCommandOptions &options) {
         throw OpensslError("the certificate does not belong to key '" + options.key + "'",
                            "pass the matching certificate with --cert");
     append_chain(key.chain(), options.chain);
+    warn_about_signer(certificate, message);
 
     SignOptions sign;
     sign.key = key.key();
@@ -215,6 +239,7 @@ int run_sign(const SignCommandOptions &options) {
 
 int run_verify(const VerifyCommandOptions &options) {
     std::string message = read_input(options.in);
+    check_output_folder(options.out);
     VerifyOptions verify;
     verify.ca_file = options.ca_file;
     verify.ca_path = options.ca_path;
@@ -258,6 +283,7 @@ std::string subject_text(X509 *certificate) {
 int run_encrypt(const EncryptCommandOptions &options) {
     require_out_for_json(options.json, options.out);
     std::string message = read_input(options.in);
+    check_output_folder(options.out);
     std::vector<X509Ptr> recipients =
         resolve_recipients(options.encryption, token_options(options.common), message);
     write_output(options.out, encrypt_to(recipients, options.encryption, message));
@@ -332,6 +358,7 @@ VerifyOptions verify_options(const VerifyCommandOptions &options) {
 int run_decrypt(const DecryptCommandOptions &options) {
     require_out_for_json(options.verify.json, options.verify.out);
     std::string message = read_input(options.verify.in);
+    check_output_folder(options.verify.out);
     TokenKeyLookup lookup(options);
     DecryptResult result = decrypt_message(
         message, std::ref(lookup), verify_options(options.verify), !options.no_verify);

@@ -2,6 +2,7 @@
 // signature or policy check, 2 a usage, input or environment error (raised as Error).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,12 +76,16 @@ int run_verify(const VerifyCommandOptions &options);
 int run_encrypt(const EncryptCommandOptions &options);
 int run_decrypt(const DecryptCommandOptions &options);
 
+// Returns the token settings of the command line, with the PIN prompt on /dev/tty when a
+// terminal is attached and warnings printed by warn().
+TokenOptions token_options(const CommonOptions &common);
+
+// Reads the certificates of a --cert-dir folder (*.pem, *.crt, *.cer, *.der), indexed by
+// lowercase email address. Throws Error when the folder or a file cannot be read.
+std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &folder);
+
 // Prints a warning on stderr as "p11smime: warning: ...".
 void warn(const std::string &message);
-
-// Returns the token options of a command: its --module and --pin-file, the PIN prompt when a
-// terminal is attached, and warnings printed on stderr.
-TokenOptions token_options(const CommonOptions &common);
 
 // Reads every certificate in a PEM file, or the one certificate of a DER file. Throws
 // OpensslError naming the file when it has none.

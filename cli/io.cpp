@@ -5,6 +5,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -28,6 +29,9 @@ std::string read_input(const std::optional<std::string> &path) {
             throw Error("cannot read standard input");
         return buffer.str();
     }
+    struct stat status {};
+    if (stat(path->c_str(), &status) == 0 && S_ISDIR(status.st_mode))
+        throw Error("input '" + *path + "' is a directory", "give --in a message file");
     std::ifstream file(*path, std::ios::binary);
     if (!file)
         throw Error("cannot open input file '" + *path + "': " + std::strerror(errno));
@@ -51,28 +55,23 @@ void write_all(int fd, const std::string &data, const std::string &name) {
     }
 }
 
-} // namespace
-
-void write_output(const std::optional<std::string> &path, const std::string &data) {
-    if (!path || *path == "-") {
-        write_all(STDOUT_FILENO, data, "standard output");
-        return;
-    }
-
-    std::string temporary = *path + ".p11smime-XXXXXX";
+// Writes a temporary file in the target's folder and renames it over the target, so a failure
+// leaves no partial file and readers see either the old or the new content.
+void write_atomically(const std::string &path, const std::string &data, mode_t mode) {
+    std::string temporary = path + ".p11smime-XXXXXX";
     std::vector<char> name(temporary.begin(), temporary.end());
     name.push_back('\0');
     int fd = mkstemp(name.data());
     if (fd < 0)
-        throw Error("cannot create a file next to '" + *path + "': " + std::strerror(errno),
+        throw Error("cannot create a file next to '" + path + "': " + std::strerror(errno),
                     "check that the output folder exists and is writable");
     try {
-        write_all(fd, data, *path);
-        if (fsync(fd) != 0 || close(fd) != 0)
-            throw Error("cannot write '" + *path + "': " + std::strerror(errno));
+        write_all(fd, data, path);
+        if (fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0)
+            throw Error("cannot write '" + path + "': " + std::strerror(errno));
         fd = -1;
-        if (rename(name.data(), path->c_str()) != 0)
-            throw Error("cannot rename the output into '" + *path + "': " +
+        if (rename(name.data(), path.c_str()) != 0)
+            throw Error("cannot rename the output into '" + path + "': " +
                         std::strerror(errno));
     } catch (...) {
         if (fd >= 0)
@@ -80,6 +79,79 @@ void write_output(const std::optional<std::string> &path, const std::string &dat
         unlink(name.data());
         throw;
     }
+}
+
+// Writes into an existing file that is not a regular file, such as a FIFO or a device, where
+// a rename would replace the node instead of writing through it.
+void write_special(const std::string &path, const std::string &data) {
+    int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw Error("cannot open '" + path + "' for writing: " + std::strerror(errno));
+    try {
+        write_all(fd, data, path);
+    } catch (...) {
+        close(fd);
+        throw;
+    }
+    if (close(fd) != 0)
+        throw Error("cannot write '" + path + "': " + std::strerror(errno));
+}
+
+// Returns the mode a new output file gets: that of the file it replaces, else 0666 less the
+// umask, as the shell's redirection would give.
+mode_t output_mode(const struct stat *existing) {
+    if (existing)
+        return existing->st_mode & 07777;
+    mode_t mask = umask(0);
+    umask(mask);
+    return 0666 & ~mask;
+}
+
+std::string resolve_symlink(const std::string &path) {
+    std::vector<char> target(PATH_MAX + 1, '\0');
+    if (!realpath(path.c_str(), target.data()))
+        throw Error("cannot resolve the output link '" + path + "': " + std::strerror(errno));
+    return target.data();
+}
+
+} // namespace
+
+void write_output(const std::optional<std::string> &path_option, const std::string &data) {
+    if (!path_option || *path_option == "-") {
+        write_all(STDOUT_FILENO, data, "standard output");
+        return;
+    }
+
+    std::string path = *path_option;
+    struct stat status {};
+    bool exists = lstat(path.c_str(), &status) == 0;
+    if (exists && S_ISLNK(status.st_mode)) {
+        path = resolve_symlink(path);
+        exists = stat(path.c_str(), &status) == 0;
+    }
+    if (exists && S_ISDIR(status.st_mode))
+        throw Error("output '" + path + "' is a directory", "give --out a file name");
+    if (exists && !S_ISREG(status.st_mode)) {
+        write_special(path, data);
+        return;
+    }
+    write_atomically(path, data, output_mode(exists ? &status : nullptr));
+}
+
+void check_output_folder(const std::optional<std::string> &path) {
+    if (!path || *path == "-")
+        return;
+    size_t slash = path->rfind('/');
+    std::string folder = slash == std::string::npos ? "." : path->substr(0, slash + 1);
+    struct stat status {};
+    if (stat(folder.c_str(), &status) != 0 || !S_ISDIR(status.st_mode))
+        throw Error("output folder '" + folder + "' does not exist",
+                    "create it, or give --out a path in an existing folder");
+    if (access(folder.c_str(), W_OK) != 0)
+        throw Error("output folder '" + folder + "' is not writable",
+                    "give --out a path in a folder you can write");
+    if (stat(path->c_str(), &status) == 0 && S_ISDIR(status.st_mode))
+        throw Error("output '" + *path + "' is a directory", "give --out a file name");
 }
 
 bool terminal_available() {

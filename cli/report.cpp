@@ -199,7 +199,7 @@ void print_decrypt_text(std::ostream &out, const DecryptResult &result) {
     for (const auto &layer : result.layers) {
         out << "layer " << number++ << ": " << layer.type;
         if (!layer.recipient.empty())
-            out << ", decrypted with the key of " << layer.recipient;
+            out << ", encrypted to " << layer.recipient;
         out << "\n";
         if (layer.has_verification)
             print_verify_text(out, layer.verification);

@@ -252,7 +252,7 @@ bool Unwrapper::verify_layer(const std::string &type, std::string &current) {
     bool valid = layer.verification.valid;
     for (const auto &failure : layer.verification.failures)
         result_.failures.push_back(failure);
-    current = layer.verification.content;
+    current = rewrap(current, layer.verification.content);
     result_.layers.push_back(std::move(layer));
     return valid;
 }

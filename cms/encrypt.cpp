@@ -119,7 +119,8 @@ std::string encrypt_message(const std::string &message, const EncryptOptions &op
     std::string entity = canonical_entity(split, message);
 
     CmsPtr cms = build_enveloped_data(entity, options);
-    bool authenticated = OBJ_obj2nid(CMS_get0_type(cms.get())) == NID_id_smime_ct_authEnvelopedData;
+    bool authenticated =
+        OBJ_obj2nid(CMS_get0_type(cms.get())) == NID_id_smime_ct_authEnvelopedData;
     SmimeWriter writer(split);
     return writer.opaque(authenticated ? "authEnveloped-data" : "enveloped-data", "smime.p7m",
                          der_of(cms.get()));

@@ -76,7 +76,7 @@ size_t find_body_offset(const std::string &message, size_t last_header) {
         if (i + 2 < message.size() && message[i + 1] == '\r' && message[i + 2] == '\n')
             return i + 3;
     }
-    return message.size();
+    return std::string::npos;
 }
 
 namespace {
@@ -85,14 +85,15 @@ bool is_content_header(const std::string &name) {
     return strncasecmp(name.c_str(), "Content-", 8) == 0;
 }
 
-std::string first_mailbox(GMimeMessage *message) {
+std::vector<std::string> mailboxes(GMimeMessage *message) {
+    std::vector<std::string> result;
     InternetAddressList *from = g_mime_message_get_from(message);
     for (int i = 0; from && i < internet_address_list_length(from); ++i) {
         InternetAddress *address = internet_address_list_get_address(from, i);
         if (INTERNET_ADDRESS_IS_MAILBOX(address))
-            return internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address));
+            result.push_back(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address)));
     }
-    return {};
+    return result;
 }
 
 } // namespace
@@ -118,7 +119,11 @@ SplitMessage split_message(const std::string &message) {
 
     SplitMessage split;
     size_t body_start = find_body_offset(message, positions.back().offset);
-    size_t header_end = message.rfind('\n', body_start - 2) + 1;
+    size_t header_end = message.size();
+    if (body_start == std::string::npos)
+        body_start = message.size(); // headers only: the body is empty
+    else
+        header_end = message.rfind('\n', body_start - 2) + 1;
     for (size_t i = 0; i < positions.size(); ++i) {
         size_t end = i + 1 < positions.size() ? positions[i + 1].offset : header_end;
         RawHeader header{positions[i].name,
@@ -130,7 +135,10 @@ SplitMessage split_message(const std::string &message) {
     size_t first_newline = message.find('\n');
     split.crlf = first_newline != std::string::npos && first_newline > 0 &&
                  message[first_newline - 1] == '\r';
-    split.from_address = first_mailbox(parsed.get());
+    split.from_addresses = mailboxes(parsed.get());
+    split.from_address = split.from_addresses.empty() ? "" : split.from_addresses.front();
+    for (const auto &header : split.routing_headers)
+        split.from_header_count += strcasecmp(header.name.c_str(), "From") == 0;
     return split;
 }
 
@@ -185,6 +193,33 @@ bool declares_8bit(const SplitMessage &split) {
     return false;
 }
 
+// Gives every leaf part, binary-labelled ones included, a 7-bit transfer encoding: GMime picks
+// quoted-printable or base64 from the part's content.
+void encode_leaves_7bit(GMimeObject *object) {
+    if (GMIME_IS_MULTIPART(object)) {
+        GMimeMultipart *multipart = GMIME_MULTIPART(object);
+        for (int i = 0; i < g_mime_multipart_get_count(multipart); ++i)
+            encode_leaves_7bit(g_mime_multipart_get_part(multipart, i));
+        return;
+    }
+    if (GMIME_IS_MESSAGE_PART(object)) {
+        GMimeMessage *message = g_mime_message_part_get_message(GMIME_MESSAGE_PART(object));
+        if (message && g_mime_message_get_mime_part(message))
+            encode_leaves_7bit(g_mime_message_get_mime_part(message));
+        return;
+    }
+    if (!GMIME_IS_PART(object))
+        return;
+    GMimePart *part = GMIME_PART(object);
+    GMimeContentEncoding encoding = g_mime_part_get_content_encoding(part);
+    if (encoding == GMIME_CONTENT_ENCODING_BASE64 ||
+        encoding == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
+        encoding == GMIME_CONTENT_ENCODING_UUENCODE)
+        return;
+    g_mime_part_set_content_encoding(
+        part, g_mime_part_get_best_content_encoding(part, GMIME_ENCODING_CONSTRAINT_7BIT));
+}
+
 } // namespace
 
 std::string canonical_entity(const SplitMessage &split, const std::string &message) {
@@ -200,7 +235,7 @@ std::string canonical_entity(const SplitMessage &split, const std::string &messa
     GMimeObject *part = parsed ? g_mime_message_get_mime_part(parsed.get()) : nullptr;
     if (!part)
         throw Error("cannot re-encode the message body for signing");
-    g_mime_object_encode(part, GMIME_ENCODING_CONSTRAINT_7BIT);
+    encode_leaves_7bit(part);
     return to_crlf(write_object_crlf(part));
 }
 

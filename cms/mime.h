@@ -26,13 +26,15 @@ struct SplitMessage {
     std::string body;         // the bytes after the blank line, unchanged
     bool crlf = false;        // whether the input's header lines end in CRLF
     std::string from_address; // the first mailbox of From, or empty
+    std::vector<std::string> from_addresses; // every mailbox of From
+    int from_header_count = 0;
 };
 
 // Splits message with GMime. Throws Error when the input has no header block.
 SplitMessage split_message(const std::string &message);
 
 // Returns the offset just past the blank line that ends a header block whose last field starts
-// at last_header, or the input size when there is no blank line.
+// at last_header, or std::string::npos when there is no blank line.
 size_t find_body_offset(const std::string &message, size_t last_header);
 
 // Converts every line ending to CRLF (RFC 5652 canonical text); CRLF pairs stay as they are.

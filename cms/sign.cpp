@@ -116,4 +116,15 @@ std::string sign_message(const std::string &message, const SignOptions &options)
     return writer.multipart_signed(micalg, entity, der);
 }
 
+std::string sign_detached(const std::string &data, const SignOptions &options) {
+    clear_openssl_errors();
+    std::string digest = options.digest.empty() ? default_digest(options.key) : options.digest;
+    micalg_name(digest); // rejects a digest that sign_message would reject too
+
+    SignOptions detached = options;
+    detached.opaque = false;
+    CmsPtr cms = build_signed_data(data, detached, digest);
+    return der_bytes(cms.get());
+}
+
 } // namespace p11smime

@@ -103,6 +103,8 @@ std::string first_part_bytes(const std::string &message, GMimeObject *object) {
         throw Error("multipart/signed has no boundary parameter");
 
     size_t body = find_body_offset(message, header_span(object).second);
+    if (body == std::string::npos)
+        throw Error("multipart/signed has no body");
     bool is_close = false;
     size_t opening = find_delimiter(message, boundary, body, is_close);
     if (opening == std::string::npos || is_close)
@@ -126,7 +128,19 @@ bool is_binary_part(GMimeObject *object) {
            g_mime_part_get_content_encoding(GMIME_PART(object)) == GMIME_CONTENT_ENCODING_BINARY;
 }
 
+// Rejects a multipart/signed whose protocol is not S/MIME, such as a PGP/MIME signature.
+void check_protocol(GMimeObject *object) {
+    const char *protocol = g_mime_object_get_content_type_parameter(object, "protocol");
+    if (protocol && (strcasecmp(protocol, "application/pkcs7-signature") == 0 ||
+                     strcasecmp(protocol, "application/x-pkcs7-signature") == 0))
+        return;
+    throw Error(std::string("multipart/signed has protocol '") + (protocol ? protocol : "") +
+                    "', which is not S/MIME",
+                "S/MIME signatures use protocol=\"application/pkcs7-signature\"");
+}
+
 SignedPart read_multipart_signed(const std::string &message, const Found &found) {
+    check_protocol(found.object);
     GMimeMultipart *multipart = GMIME_MULTIPART(found.object);
     if (g_mime_multipart_get_count(multipart) != 2)
         throw Error("multipart/signed has " +

@@ -1,6 +1,9 @@
 #include "cms/verify.h"
 
 #include <strings.h>
+#include <sys/stat.h>
+
+#include <ctime>
 
 #include <openssl/cms.h>
 #include <openssl/err.h>
@@ -36,17 +39,32 @@ std::string serial_hex(const X509 *certificate) {
     return text;
 }
 
-std::string signing_time(CMS_SignerInfo *signer) {
+const ASN1_TIME *signing_time_value(CMS_SignerInfo *signer) {
     int index = CMS_signed_get_attr_by_NID(signer, NID_pkcs9_signingTime, -1);
     X509_ATTRIBUTE *attribute = index >= 0 ? CMS_signed_get_attr(signer, index) : nullptr;
     ASN1_TYPE *value = attribute ? X509_ATTRIBUTE_get0_type(attribute, 0) : nullptr;
     if (!value || (value->type != V_ASN1_UTCTIME && value->type != V_ASN1_GENERALIZEDTIME))
+        return nullptr;
+    return reinterpret_cast<const ASN1_TIME *>(value->value.asn1_string);
+}
+
+std::string signing_time(CMS_SignerInfo *signer) {
+    const ASN1_TIME *time = signing_time_value(signer);
+    if (!time)
         return {};
     BioPtr bio(BIO_new(BIO_s_mem()));
-    ASN1_TIME_print_ex(bio.get(), reinterpret_cast<ASN1_TIME *>(value->value.asn1_string),
-                       ASN1_DTFLGS_ISO8601);
+    ASN1_TIME_print_ex(bio.get(), time, ASN1_DTFLGS_ISO8601);
     return bio_text(bio.get());
 }
+
+long long signing_time_unix(CMS_SignerInfo *signer) {
+    const ASN1_TIME *time = signing_time_value(signer);
+    tm broken_down{};
+    if (!time || ASN1_TIME_to_tm(time, &broken_down) != 1)
+        return 0;
+    return static_cast<long long>(timegm(&broken_down));
+}
+
 
 std::string algorithm_name(const X509_ALGOR *algorithm) {
     const ASN1_OBJECT *object = nullptr;
@@ -87,6 +105,20 @@ X509StackPtr load_certificates(const std::vector<std::string> &files) {
     return certificates;
 }
 
+void check_anchor_options(const VerifyOptions &options) {
+    struct stat status {};
+    if (options.ca_path &&
+        (stat(options.ca_path->c_str(), &status) != 0 || !S_ISDIR(status.st_mode)))
+        throw Error("CA directory '" + *options.ca_path + "' is not a directory",
+                    "give --ca-path a folder hashed by 'openssl rehash'");
+    if (options.ca_file && stat(options.ca_file->c_str(), &status) != 0)
+        throw Error("CA file '" + *options.ca_file + "' does not exist",
+                    "give --ca-file a file of PEM certificates");
+    if (!options.system_ca && !options.ca_file && !options.ca_path)
+        throw Error("no trust anchors: --no-system-ca is given without --ca-file or --ca-path",
+                    "name the CA that issued the signer's certificate with --ca-file");
+}
+
 X509StorePtr trust_store(const VerifyOptions &options) {
     X509StorePtr store(X509_STORE_new());
     if (!store)
@@ -107,7 +139,8 @@ CmsPtr parse_cms(const std::string &der) {
     const auto *bytes = reinterpret_cast<const unsigned char *>(der.data());
     CmsPtr cms(d2i_CMS_ContentInfo(nullptr, &bytes, static_cast<long>(der.size())));
     if (!cms)
-        throw OpensslError("the signature is not a valid CMS structure");
+        throw OpensslError("the signature is not a valid CMS structure",
+                           "the message was damaged in transit or is not S/MIME");
     if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_signed)
         throw Error(std::string("the S/MIME part holds CMS ") +
                         OBJ_nid2ln(OBJ_obj2nid(CMS_get0_type(cms.get()))) +
@@ -182,9 +215,13 @@ SignerReport describe_signer(CMS_SignerInfo *info) {
     report.digest = digest ? algorithm_name(digest) : "";
     report.signature_algorithm = signature ? algorithm_name(signature) : "";
     report.signing_time = signing_time(info);
+    report.signing_time_unix = signing_time_unix(info);
     if (!certificate)
         return report;
     report.subject = name_text(X509_get_subject_name(certificate));
+    report.fingerprint_sha1 = certificate_fingerprint(certificate);
+    if (EVP_PKEY *key = X509_get0_pubkey(certificate))
+        report.key_type = EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "";
     report.issuer = name_text(X509_get_issuer_name(certificate));
     report.serial = serial_hex(certificate);
     report.emails = certificate_emails(certificate);
@@ -192,7 +229,8 @@ SignerReport describe_signer(CMS_SignerInfo *info) {
 }
 
 void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_valid,
-                   const VerifyOptions &options, VerifyResult &result) {
+                   const VerifyOptions &options, const std::vector<std::string> &from_addresses,
+                   VerifyResult &result) {
     X509StorePtr store = trust_store(options);
     X509StackPtr untrusted(CMS_get1_certs(cms));
     if (!untrusted)
@@ -211,8 +249,13 @@ void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_
         CMS_SignerInfo_get0_algs(info, nullptr, &certificate, nullptr, nullptr);
         if (certificate) {
             check_certificate(store.get(), certificate, untrusted.get(), report);
-            for (const auto &email : report.emails)
-                report.sender_matches |= same_address(email, result.from);
+            report.sender_matches = !from_addresses.empty();
+            for (const auto &from : from_addresses) {
+                bool listed = false;
+                for (const auto &email : report.emails)
+                    listed |= same_address(email, from);
+                report.sender_matches &= listed;
+            }
         }
         result.signers.push_back(std::move(report));
     }
@@ -222,40 +265,29 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
     if (result.signers.empty())
         result.failures.push_back("the signed-data has no SignerInfo");
     for (const auto &signer : result.signers) {
-        std::string who = signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
+        std::string who =
+            signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
         if (!signer.subject.empty() && !signer.certificate_valid)
-            result.failures.push_back("certificate of " + who + " is not valid: " +
-                                      signer.certificate_error);
+            result.failures.push_back("certificate of " + who +
+                                      " is not valid: " + signer.certificate_error);
         if (options.sender_check && !signer.subject.empty() && !signer.sender_matches) {
             if (result.from.empty())
                 result.failures.push_back("the message has no From address to check against " +
                                           who);
             else
                 result.failures.push_back("From address '" + result.from +
-                                          "' is not an email address of " + who);
+                                          "' is not an email address of " + who +
+                                          " (every From mailbox must be)");
         }
     }
     result.valid = result.failures.empty();
-}
-
-// Returns the verified content in the input's line endings. When the whole message body was
-// signed, the outer routing headers (From, To, Subject, ...) are put back in front of it, so
-// the result is the message as its author wrote it.
-std::string with_routing_headers(const SplitMessage &split, const SignedPart &part,
-                                 const std::string &content) {
-    std::string text = split.crlf ? to_crlf(content) : to_lf(content);
-    if (!part.part.empty())
-        return text;
-    std::string headers;
-    for (const auto &header : split.routing_headers)
-        headers += header.raw;
-    return headers + text;
 }
 
 } // namespace
 
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options) {
     clear_openssl_errors();
+    check_anchor_options(options);
     SplitMessage split = split_message(message);
     GPtr<GMimeMessage> parsed = parse_message(message);
     SignedPart part = find_signed_part(message, parsed.get());
@@ -275,15 +307,57 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
                     "a detached signature needs its content: expect multipart/signed");
     X509StackPtr extra = load_certificates(options.signer_certificate_files);
     std::string failure;
-    bool signature_valid =
-        check_signature(cms.get(), extra.get(), part, result.content, failure);
+    bool signature_valid = check_signature(cms.get(), extra.get(), part, result.content, failure);
     if (!signature_valid)
         result.failures.push_back(failure);
     else
-        result.content = with_routing_headers(split, part, result.content);
+        result.content = split.crlf ? to_crlf(result.content) : to_lf(result.content);
 
-    check_signers(cms.get(), extra.get(), signature_valid, options, result);
+    check_signers(cms.get(), extra.get(), signature_valid, options, split.from_addresses, result);
+    if (options.sender_check && split.from_header_count > 1)
+        result.failures.push_back("the message has " + std::to_string(split.from_header_count) +
+                                  " From header fields, so its sender is ambiguous");
     collect_failures(options, result);
+    if (!signature_valid)
+        result.valid = false;
+    return result;
+}
+
+std::string certificate_fingerprint(const X509 *certificate) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (X509_digest(certificate, EVP_sha1(), digest, &length) != 1)
+        return {};
+    static const char digits[] = "0123456789ABCDEF";
+    std::string hex;
+    for (unsigned int i = 0; i < length; ++i) {
+        hex += digits[digest[i] >> 4];
+        hex += digits[digest[i] & 0x0f];
+    }
+    return hex;
+}
+
+VerifyResult verify_detached(const std::string &content, const std::string &der,
+                             const VerifyOptions &options) {
+    clear_openssl_errors();
+    SignedPart part;
+    part.signed_content = content;
+    part.der = der;
+
+    VerifyResult result;
+    result.structure = "detached";
+    CmsPtr cms = parse_cms(der);
+    X509StackPtr extra = load_certificates(options.signer_certificate_files);
+    std::string failure;
+    std::string unused_content;
+    bool signature_valid = check_signature(cms.get(), extra.get(), part, unused_content, failure);
+    if (!signature_valid)
+        result.failures.push_back(failure);
+
+    VerifyOptions without_sender = options;
+    without_sender.sender_check = false;
+    check_signers(cms.get(), extra.get(), signature_valid, without_sender, {}, result);
+    collect_failures(without_sender, result);
     if (!signature_valid)
         result.valid = false;
     return result;

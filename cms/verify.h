@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <openssl/x509.h>
+
 namespace p11smime {
 
 struct VerifyOptions {
@@ -22,6 +24,9 @@ struct SignerReport {
     std::string issuer;
     std::string serial; // hexadecimal
     std::string signing_time; // ISO 8601, or empty when the attribute is absent
+    long long signing_time_unix = 0; // seconds since 1970 in UTC, or 0 when absent
+    std::string fingerprint_sha1;    // of the certificate, uppercase hex, as gpgsm shows it
+    std::string key_type;            // "RSA", "EC" or "ED25519", from OpenSSL's key name
     std::string digest;
     std::string signature_algorithm;
     bool signature_valid = false;
@@ -38,7 +43,7 @@ struct VerifyResult {
     std::string part;                  // MIME part number of the signed part, "1" at the top
     std::string from;                  // the From address checked against the signer
     std::vector<SignerReport> signers;
-    std::string content;               // the signed content in the input's line endings
+    std::string content; // the signed MIME entity, without the unsigned outer headers
 };
 
 // Verifies the first S/MIME signature in message: a multipart/signed (also inside
@@ -48,5 +53,18 @@ struct VerifyResult {
 // check is reported in the result; Error is thrown only when the input cannot be read as
 // S/MIME (no signature found, malformed MIME or CMS).
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options);
+
+// Returns the SHA-1 fingerprint of certificate in uppercase hex, the certificate ID that gpgsm
+// shows and accepts. It names a certificate; nothing here relies on SHA-1 for security.
+std::string certificate_fingerprint(const X509 *certificate);
+
+// Verifies a detached SignedData (DER) over content taken byte for byte, with no MIME and no
+// canonical form, as for a git commit or tag. Checks the signature, the path to the trust
+// anchors now and the S/MIME signing purpose; there is no From address, so the sender check
+// is never made and options.sender_check is ignored. structure is "detached" and content is
+// left empty. A failed check is reported in the result; Error is thrown only when der is not
+// a CMS SignedData.
+VerifyResult verify_detached(const std::string &content, const std::string &der,
+                             const VerifyOptions &options);
 
 } // namespace p11smime

@@ -10,7 +10,9 @@ readonly PACKAGES=(
     # tokens
     p11-kit softhsm2 opensc libengine-pkcs11-openssl
     # interoperability and test tools
-    openssl gpgsm libnss3-tools python3 ca-certificates
+    openssl gpgsm gpg-agent libnss3-tools python3 ca-certificates
+    # git signing and mail client tests
+    git neomutt
     # PC/SC tests: a private pcscd with a virtual reader and card, in their own namespaces
     pcscd vsmartcard-vpcd vsmartcard-vpicc python3-virtualsmartcard python3-pycryptodome
     iproute2

@@ -27,7 +27,7 @@ class Pkcs11Context {
     const std::string &path() const { return path_; }
 
     // Keeps the PIN for keys with CKA_ALWAYS_AUTHENTICATE, which libp11 asks for again
-    // before each operation through its UI method; see install_pin_ui().
+    // before each operation through the UI method that keep_pin() installs.
     void keep_pin(SecurePin &&pin);
 
   private:

@@ -21,7 +21,9 @@ unsigned long take_ckr_code() {
     return rv;
 }
 
-std::string token_label(const PKCS11_TOKEN *token) { return token->label ? token->label : ""; }
+std::string token_label(const PKCS11_TOKEN *token) {
+    return token->label ? token->label : "";
+}
 
 namespace {
 
@@ -42,8 +44,8 @@ bool token_matches(const Pkcs11Uri &uri, PKCS11_SLOT *slot) {
 bool key_matches(const Pkcs11Uri &uri, const PKCS11_KEY &key) {
     if (uri.object && !(key.label && *uri.object == key.label))
         return false;
-    if (uri.id && !(uri.id->size() == key.id_len &&
-                    std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
+    if (uri.id &&
+        !(uri.id->size() == key.id_len && std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
         return false;
     return true;
 }
@@ -51,8 +53,8 @@ bool key_matches(const Pkcs11Uri &uri, const PKCS11_KEY &key) {
 bool certificate_matches(const Pkcs11Uri &uri, const PKCS11_CERT &cert) {
     if (uri.object && !(cert.label && *uri.object == cert.label))
         return false;
-    if (uri.id && !(uri.id->size() == cert.id_len &&
-                    std::memcmp(uri.id->data(), cert.id, cert.id_len) == 0))
+    if (uri.id &&
+        !(uri.id->size() == cert.id_len && std::memcmp(uri.id->data(), cert.id, cert.id_len) == 0))
         return false;
     return true;
 }
@@ -63,8 +65,9 @@ void check_pin_flags(const std::string &label, const PinState &state, bool inter
         throw Error("the user PIN of token '" + label + "' is locked (CKF_USER_PIN_LOCKED)",
                     "unblock it with the security officer PIN or the card's PUK");
     if (state.final_try && !interactive)
-        throw Error("token '" + label + "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
-                    "p11smime does not spend it without a person at the keyboard",
+        throw Error("token '" + label +
+                        "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
+                        "p11smime does not spend it without a person at the keyboard",
                     "run the command in a terminal without --pin-file, or unblock the PIN");
     if (state.final_try && options.warn)
         options.warn("token '" + label + "' has one PIN try left; a wrong PIN locks it");
@@ -85,7 +88,8 @@ SecurePin obtain_pin(const Pkcs11Uri *uri, const TokenOptions &options, const st
         bool readable_by_others = false;
         SecurePin pin = read_pin_file(*file, readable_by_others);
         if (readable_by_others && options.warn)
-            options.warn("PIN file '" + *file + "' is readable by group or others; "
+            options.warn("PIN file '" + *file +
+                         "' is readable by group or others; "
                          "restrict it with chmod 600");
         return pin;
     }
@@ -131,8 +135,7 @@ void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
     std::string label = token_label(token);
 
     int logged_in = 0;
-    if (!token->loginRequired ||
-        (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
+    if (!token->loginRequired || (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
         return;
 
     PinState state{token->userPinLocked != 0, token->userPinFinalTry != 0,
@@ -153,9 +156,10 @@ void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
     if (PKCS11_login(slot, 0, pin.c_str()) != 0) {
         unsigned long rv = take_ckr_code();
         throw Pkcs11Error(rv, "C_Login", label,
-                          rv == CKR_PIN_INCORRECT ? "check the PIN; p11smime did not retry it, so the token "
-                                         "counted one failed try"
-                                       : std::string());
+                          rv == CKR_PIN_INCORRECT
+                              ? "check the PIN; p11smime did not retry it, so the token "
+                                "counted one failed try"
+                              : std::string());
     }
     context.keep_pin(std::move(pin));
 }
@@ -179,16 +183,32 @@ struct FoundKey {
     PKCS11_KEY *key = nullptr;
 };
 
+std::string describe_key(const PKCS11_KEY &key) {
+    return "'" + std::string(key.label ? key.label : "") + "' (id " + hex_id(key.id, key.id_len) +
+           ")";
+}
+
+// Returns the one private key on the slot's token that matches uri, or null. A URI that
+// matches several keys is an error: signing with an arbitrary one of them would surprise.
 PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
     PKCS11_KEY *keys = nullptr;
     unsigned int count = 0;
     if (PKCS11_enumerate_keys(slot->token, &keys, &count) != 0)
         throw Pkcs11Error(take_ckr_code(), "C_FindObjects (private keys)",
                           token_label(slot->token));
+    std::vector<PKCS11_KEY *> found;
     for (unsigned int i = 0; i < count; ++i)
         if (key_matches(uri, keys[i]))
-            return &keys[i];
-    return nullptr;
+            found.push_back(&keys[i]);
+    if (found.size() <= 1)
+        return found.empty() ? nullptr : found.front();
+
+    std::string names;
+    for (const PKCS11_KEY *key : found)
+        names += (names.empty() ? "" : ", ") + describe_key(*key);
+    throw Error("key URI '" + uri.to_display_string() + "' matches " +
+                    std::to_string(found.size()) + " private keys: " + names,
+                "add object= or id= to the URI to name one key");
 }
 
 // Finds the key without logging in where the token shows its keys publicly, and logs in to at
@@ -196,7 +216,7 @@ PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
 FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptions &options) {
     std::vector<PKCS11_SLOT *> slots = matching_slots(context, uri);
     if (slots.empty())
-        throw Error("no token matching '" + uri.to_string() + "' in module '" +
+        throw Error("no token matching '" + uri.to_display_string() + "' in module '" +
                         context.path() + "'",
                     "insert the token, or run 'p11smime list' to see the tokens present");
 
@@ -209,7 +229,7 @@ FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptio
     }
 
     if (need_login.size() > 1)
-        throw Error("key URI '" + uri.to_string() + "' matches " +
+        throw Error("key URI '" + uri.to_display_string() + "' matches " +
                         std::to_string(need_login.size()) + " tokens that need a login",
                     "add token= or serial= to the URI so only one token gets the PIN");
 
@@ -218,7 +238,7 @@ FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptio
         if (PKCS11_KEY *key = find_private_key(need_login[0], uri))
             return {need_login[0], key};
     }
-    throw Error("no private key matching '" + uri.to_string() + "'",
+    throw Error("no private key matching '" + uri.to_display_string() + "'",
                 "run 'p11smime list --login' to see the keys and their URIs");
 }
 
@@ -236,16 +256,15 @@ X509Ptr find_certificate(PKCS11_SLOT *slot, PKCS11_KEY *key,
                           token_label(slot->token));
 
     for (unsigned int i = 0; i < count; ++i) {
-        bool wanted = certificate_uri
-                          ? certificate_matches(*certificate_uri, certs[i])
-                          : certs[i].id_len == key->id_len &&
-                                std::memcmp(certs[i].id, key->id, key->id_len) == 0;
+        bool wanted = certificate_uri ? certificate_matches(*certificate_uri, certs[i])
+                                      : certs[i].id_len == key->id_len &&
+                                            std::memcmp(certs[i].id, key->id, key->id_len) == 0;
         if (wanted && certs[i].x509)
             return copy_certificate(certs[i].x509);
     }
 
     if (certificate_uri)
-        throw Error("no certificate matching '" + certificate_uri->to_string() + "'",
+        throw Error("no certificate matching '" + certificate_uri->to_display_string() + "'",
                     "run 'p11smime list' to see the certificates and their URIs");
     throw Error("token '" + token_label(slot->token) +
                     "' has no certificate with the key's CKA_ID " + hex_id(key->id, key->id_len),
@@ -325,7 +344,7 @@ TokenKey &TokenKey::operator=(TokenKey &&) noexcept = default;
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token) {
     if (key_uri.type && *key_uri.type != "private")
-        throw Error("key URI '" + key_uri.to_string() + "' names type=" + *key_uri.type,
+        throw Error("key URI '" + key_uri.to_display_string() + "' names type=" + *key_uri.type,
                     "use the URI of a private key (type=private)");
 
     auto context = std::make_shared<Pkcs11Context>(choose_module(&key_uri, options));
@@ -353,19 +372,24 @@ X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options
         for (PKCS11_CERT *cert : token_certificates(slot))
             if (certificate_matches(certificate_uri, *cert))
                 return copy_certificate(cert->x509);
-    throw Error("no certificate matching '" + uri.to_string() + "'",
+    throw Error("no certificate matching '" + uri.to_display_string() + "'",
                 "run 'p11smime list' to see the certificates and their URIs");
 }
 
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options) {
+    return open_key_by_certificate(is_recipient, options);
+}
+
+std::optional<TokenKey> open_key_by_certificate(const std::function<bool(X509 *)> &wanted,
+                                                const TokenOptions &options) {
     std::optional<Pkcs11Uri> found;
     {
         Pkcs11Context context(choose_module(nullptr, options));
         Pkcs11Uri any_token;
         for (PKCS11_SLOT *slot : matching_slots(context, any_token)) {
             for (PKCS11_CERT *cert : token_certificates(slot)) {
-                if (is_recipient(cert->x509)) {
+                if (wanted(cert->x509)) {
                     found = key_uri_for(slot, cert);
                     break;
                 }

@@ -31,7 +31,7 @@ class Pkcs11Error : public Error {
 // Returns the CKR_ name of a PKCS#11 return value, or its hexadecimal value if unknown.
 std::string ckr_name(unsigned long rv);
 
-// How the token layer finds a module and obtains a PIN.
+// Module and PIN settings for the token layer.
 struct TokenOptions {
     // --module: used when the URI has no module-path.
     std::optional<std::string> module;
@@ -171,8 +171,9 @@ class TokenKey {
 
 // Opens the token named by key_uri, logs in, and returns its private key. The certificate is
 // the one named by certificate_uri, or else the token certificate with the key's CKA_ID; with
-// certificate_on_token false the caller supplies it and certificate() is null. Throws Error when the token, key or certificate is not found, and Pkcs11Error when a
-// PKCS#11 call fails. A rejected PIN is never retried.
+// certificate_on_token false the caller supplies it and certificate() is null. Throws Error when
+// the token, key or certificate is not found, and Pkcs11Error when a PKCS#11 call fails. A
+// rejected PIN is never retried.
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token = true);
 
@@ -180,9 +181,13 @@ TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri>
 // label or CKA_ID), read without logging in. Throws Error when none matches.
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options);
 
-// Finds a token certificate for which is_recipient returns true, and opens the private key
+// Finds the first token certificate for which wanted returns true, and opens the private key
 // with the same CKA_ID, logging in to that token only. Searches every initialised token of
 // the chosen module; returns nothing when no certificate matches.
+std::optional<TokenKey> open_key_by_certificate(const std::function<bool(X509 *)> &wanted,
+                                                const TokenOptions &options);
+
+// Opens the private key of the first token certificate that is_recipient accepts.
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options);
 

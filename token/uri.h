@@ -36,7 +36,14 @@ struct Pkcs11Uri {
 
     // Formats the URI with percent-encoding where RFC 7512 requires it.
     std::string to_string() const;
+
+    // Formats the URI for messages: as to_string(), but a pin-value shows as "***".
+    std::string to_display_string() const;
 };
+
+// Returns text with the value of any pin-value attribute replaced by "***", for messages
+// about a URI that could not be parsed.
+std::string redact_pin_value(const std::string &text);
 
 // Returns true when text looks like a PKCS#11 URI rather than a file name.
 bool is_pkcs11_uri(const std::string &text);

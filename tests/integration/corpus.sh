@@ -152,13 +152,17 @@ fi
 openssl x509 -inform DER -in rfc4134/CarlDSSSelf.cer -out "$work/CarlDSSSelf.pem"
 
 # --- Trust settings used by the table ------------------------------------------------------
+# "other" trusts only the Thunderbird test CA, which issued none of the non-Thunderbird
+# signers, so those rows check everything but the path. "no-anchor" trusts nothing at all,
+# which p11smime rejects as a usage error before reading the message.
 # @SIGNER@ is the message's own signer certificate, extracted with openssl. OpenSSL accepts a
 # leaf as trust anchor only when partial chains are allowed, so unless the leaf is
 # self-signed these rows show that p11smime does not accept partial chains.
 
 declare -A trust=(
     [tb]="--no-system-ca --ca-file thunderbird/TestCA.pem"
-    [none]="--no-system-ca"
+    [other]="--no-system-ca --ca-file thunderbird/TestCA.pem"
+    [no-anchor]="--no-system-ca"
     [self]="--no-system-ca --ca-file @SIGNER@"
     [self-nosender]="--no-system-ca --ca-file @SIGNER@ --no-sender-check"
     [startcom]="--no-system-ca --ca-file mimekit/StartComCertificationAuthority.crt"
@@ -178,6 +182,8 @@ declare -A trust=(
 
 table=$(cat <<'TABLE'
 0 good tb thunderbird/alice.dsig.SHA256.multipart.eml
+2 good no-anchor thunderbird/alice.dsig.SHA256.multipart.eml
+    With no trust anchor at all no signer could be trusted, so this is a usage error.
 0 good tb thunderbird/alice.dsig.SHA512.multipart.eml
 0 good tb thunderbird/alice.dsig.SHA1.multipart.eml
     Thunderbird rejects SHA-1 signatures by policy, but p11smime has no digest policy yet.
@@ -199,7 +205,7 @@ table=$(cat <<'TABLE'
     The outer layer (Dave) is good. Thunderbird reports nested signing as bad.
 0 - tb thunderbird/alice.dsig.SHA256.multipart.in.mixed.eml
     The first multipart/signed inside multipart/mixed is verified. OpenSSL rejects the type.
-1 bad none thunderbird/nested-sigs.eml
+1 bad other thunderbird/nested-sigs.eml
     Hand-built: the outer content digest does not match.
 1 bad tb thunderbird/outer-smime-bad-sig-inner-smime-enc-sig.eml
     The outer content digest does not match. Its signer comes from another NSS test CA.
@@ -215,39 +221,39 @@ table=$(cat <<'TABLE'
     Signer certificate expired 2016-03-11. Bouncy Castle fails it after re-parsing the MIME.
 1 good self bouncycastle/3nnn_smime.eml
     Signer certificate (expired 2016) as anchor. The signature itself is good.
-2 good-binary none bouncycastle/basicAS2.message
+2 good-binary other bouncycastle/basicAS2.message
     An HTTP request, not a mail message: line 1 is "POST / HTTP/1.1". Bouncy Castle verifies it.
-2 good-binary none bouncycastle/rawAS2.message
+2 good-binary other bouncycastle/rawAS2.message
     An HTTP request, not a mail message: line 1 is "POST / HTTP/1.1". Bouncy Castle verifies it.
-1 good none bouncycastle/circular.eml
+1 good other bouncycastle/circular.eml
     No anchor, a circular issuer chain and certificates that expired in 2017.
 1 good self bouncycastle/circular.eml
     Signer certificate (expired 2017) as anchor. The signature itself is good.
-1 good none bouncycastle/embeddedmulti.message
+1 good other bouncycastle/embeddedmulti.message
     Thawte chain not trusted, signer expired 2007. Bouncy Castle's test checks the signature only.
 1 good self bouncycastle/embeddedmulti.message
     Signer certificate (expired 2007) as anchor. The signature itself is good.
-1 good none bouncycastle/extra-nl.eml
+1 good other bouncycastle/extra-nl.eml
     MITM Test CA is not in the corpus, and From differs from the certificate's test@example.com.
 1 good self-nosender bouncycastle/extra-nl.eml
     Leaf valid to 2027 but not self-signed: accepting it as anchor needs a partial chain.
-1 good none bouncycastle/multi-alternative.eml
+1 good other bouncycastle/multi-alternative.eml
     TC TrustCenter chain not trusted, signer certificate expired 2011.
 1 good self bouncycastle/multi-alternative.eml
     Signer certificate (expired 2011) as anchor. The signature itself is good.
-1 good none bouncycastle/openssl-signed-sha256-non-default-salt-length.eml
+1 good other bouncycastle/openssl-signed-sha256-non-default-salt-length.eml
     RSASSA-PSS signature is good, but MITM Test CA, its issuer, is not in the corpus.
 1 good self bouncycastle/openssl-signed-sha256-non-default-salt-length.eml
     Leaf valid to 2027 but not self-signed: accepting it as anchor needs a partial chain.
-1 good none bouncycastle/qp-soft-break.eml
+1 good other bouncycastle/qp-soft-break.eml
     AddTrust chain not trusted, signer certificate expired 2007.
 1 good self bouncycastle/qp-soft-break.eml
     Signer certificate (expired 2007) as anchor. The signature itself is good.
-1 good none bouncycastle/quotable.message
+1 good other bouncycastle/quotable.message
     Self-signed signer certificate, not given as anchor.
 1 good self bouncycastle/quotable.message
     Self-signed signer certificate as anchor, but it expired 2007-05-08.
-2 - none bouncycastle/brokenEnv.message
+2 - other bouncycastle/brokenEnv.message
     Detached SignedData without its content: there is nothing to hash.
 1 good bcroot bouncycastle/validator.expired.eml
     Root expired 2016 and signer expired before signing. Bouncy Castle also fails the path.
@@ -261,9 +267,9 @@ table=$(cat <<'TABLE'
     Root expired 2016, and the certificate has no email address to match From.
 1 good bcroot bouncycastle/validator.shortKey.eml
     Root expired 2016, and the RSA key has 512 bits. Bouncy Castle only warns about the key.
-2 - none bouncycastle/outlook_2010_beta_sime_msg.eml
+2 - other bouncycastle/outlook_2010_beta_sime_msg.eml
     Enveloped-data only, so no S/MIME signature is found.
-2 - none bouncycastle/test128.message
+2 - other bouncycastle/test128.message
     Enveloped-data only, so no S/MIME signature is found.
 1 good carl rfc4134/4.8.eml
     From aliceDss@examples.com differs from the certificate's AliceDSS@example.com.
@@ -271,29 +277,29 @@ table=$(cat <<'TABLE'
 1 good carl rfc4134/4.9.eml
     From aliceDss@examples.com differs from the certificate's AliceDSS@example.com.
 0 good carl-nosender rfc4134/4.9.eml
-2 - none rfc4134/5.3.eml
+2 - other rfc4134/5.3.eml
     Enveloped-data only, so no S/MIME signature is found.
 1 good startcom mimekit/thunderbird-signed.txt
     Intermediate expired 2017, signer 2014. MimeKit validates at the signing time (2013).
 1 good self mimekit/thunderbird-signed.txt
     Signer certificate (expired 2014) as anchor. The signature itself is good.
-1 good-binary none mimekit/octet-stream-with-mixed-line-endings.dat
+1 good-binary other mimekit/octet-stream-with-mixed-line-endings.dat
     Untrusted expired signer, and without "binary" encoding the LF to CRLF step breaks the digest.
 1 good-binary self-nosender mimekit/octet-stream-with-mixed-line-endings.dat
     Self-signed certificate as anchor, but it expired 2020-11-04.
-1 - none kde/smime-opaque-sign.mbox
+1 - other kde/smime-opaque-sign.mbox
     The signer certificate is not in the message and none is given.
 1 good kde kde/smime-opaque-sign.mbox
     Signer certificate found (self-signed), but it expired 2013-03-25.
-1 bad none kde/smime-signed-apple.mbox
+1 bad other kde/smime-signed-apple.mbox
     The content was changed after signing.
-2 - none kde/smime-opaque-enc+sign.mbox
+2 - other kde/smime-opaque-enc+sign.mbox
     The signature is inside the encryption and verify does not decrypt.
-2 - none kde/smime-encrypted-octet-stream.mbox
+2 - other kde/smime-encrypted-octet-stream.mbox
     Enveloped-data only, so no S/MIME signature is found.
-2 - none kde/smime-encrypted-ambiguous-mime.mbox
+2 - other kde/smime-encrypted-ambiguous-mime.mbox
     The signature is inside the encryption and verify does not decrypt.
-2 - none pyca/signed-opaque.msg
+2 - other pyca/signed-opaque.msg
     Opaque signed-data without eContent: there is no content to verify.
 1 - self-nosender openssl/pkcs7-empty-digest-set.eml
     Empty digestAlgorithms SET, and RFC 5652 section 5.1 lets a verifier reject that signer.

@@ -331,6 +331,111 @@ gpgsm_verify() {
     fi
 }
 
+# Issue software recipient keys and certificates from the test CA of setup_token, with
+# softhsm-setup/software-recipients.sh. Peers such as openssl, gpgsm and NSS decrypt with
+# them, because the token keys cannot leave the token. Sets SOFT_DIR (NAME.key, NAME.pem and
+# NAME.p12 for each recipient that the script lists) and P12_PASSWORD_FILE.
+setup_software_recipients() {
+    SOFT_DIR=$HSM_DIR/soft
+    if ! bash "$SOURCE_DIR/softhsm-setup/software-recipients.sh" "$HSM_DIR" >/dev/null; then
+        fail "softhsm-setup/software-recipients.sh $HSM_DIR failed"
+    fi
+    P12_PASSWORD_FILE=$SOFT_DIR/p12-password.txt
+}
+
+# Print the top-level content type of MESSAGE (PARAM "type") or the value of one of its
+# Content-Type parameters, or an empty line when it has none.
+# message_content_type MESSAGE type|PARAM
+message_content_type() {
+    python3 - "$1" "$2" <<'PY'
+import email
+import email.policy
+import sys
+
+message = email.message_from_bytes(open(sys.argv[1], "rb").read(),
+                                   policy=email.policy.compat32)
+value = message.get_content_type() if sys.argv[2] == "type" else message.get_param(sys.argv[2])
+print(value or "")
+PY
+}
+
+# Write an RFC 5322 message with the routing headers of write_sample_message whose body is
+# the DER CMS of DER_FILE in base64, labelled application/pkcs7-mime with SMIME_TYPE (default
+# enveloped-data) and name="smime.p7m". This is how a mail client sends what a CMS tool
+# such as gpgsm or cmsutil produces.
+# wrap_cms_message DER_FILE OUT [SMIME_TYPE]
+wrap_cms_message() {
+    python3 - "$1" "$2" "${3:-enveloped-data}" <<'PY'
+import base64
+import sys
+
+der_path, out_path, smime_type = sys.argv[1:4]
+encoded = base64.encodebytes(open(der_path, "rb").read()).decode("ascii")
+headers = [
+    "From: Sender <sender@example.net>",
+    "To: Recipient <recipient@example.org>",
+    "Subject: p11smime integration test",
+    "Date: Thu, 03 Dec 2026 10:00:00 +0000",
+    "MIME-Version: 1.0",
+    f'Content-Type: application/pkcs7-mime; smime-type={smime_type}; name="smime.p7m"',
+    'Content-Disposition: attachment; filename="smime.p7m"',
+    "Content-Transfer-Encoding: base64",
+]
+with open(out_path, "w", newline="\n") as out:
+    out.write("\n".join(headers) + "\n\n" + encoded)
+PY
+}
+
+# Check that the first text/plain part of ACTUAL, after transfer decoding, equals that of
+# EXPECTED apart from line ends. ACTUAL may be the decrypted message itself or a signed
+# message around it.
+expect_same_text_body() {
+    local actual=$1 expected=$2
+    python3 - "$actual" "$expected" <<'PY' || fail "the text of $actual differs from $expected"
+import email
+import email.policy
+import sys
+
+def text_body(path):
+    message = email.message_from_bytes(open(path, "rb").read(), policy=email.policy.compat32)
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            return part.get_payload(decode=True).replace(b"\r\n", b"\n")
+    sys.exit(f"{path}: no text/plain part")
+
+actual, expected = text_body(sys.argv[1]), text_body(sys.argv[2])
+if actual != expected:
+    print(f"expected: {expected!r}", file=sys.stderr)
+    print(f"got:      {actual!r}", file=sys.stderr)
+    sys.exit(1)
+PY
+}
+
+# Check that the message headers NAME... of EXPECTED appear unchanged in the top-level
+# headers of ACTUAL.
+# expect_same_headers ACTUAL EXPECTED NAME...
+expect_same_headers() {
+    local actual=$1 expected=$2
+    shift 2
+    python3 - "$actual" "$expected" "$@" <<'PY' || fail "$actual lost headers of $expected"
+import email
+import email.policy
+import sys
+
+def read(path):
+    return email.message_from_bytes(open(path, "rb").read(), policy=email.policy.compat32)
+
+actual, expected = read(sys.argv[1]), read(sys.argv[2])
+status = 0
+for name in sys.argv[3:]:
+    if actual.get(name) != expected.get(name):
+        print(f"header {name}: expected {expected.get(name)!r}, got {actual.get(name)!r}",
+              file=sys.stderr)
+        status = 1
+sys.exit(status)
+PY
+}
+
 # --- PC/SC: a private pcscd with a virtual reader (vsmartcard-vpcd) and card (vicc) ---
 
 readonly VPCD_DRIVER=/usr/lib/pcsc/drivers/serial/libifdvpcd.so

@@ -1,5 +1,7 @@
 #include "token/module.h"
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -7,11 +9,6 @@
 
 namespace p11smime {
 namespace {
-
-std::string p11_kit_reason() {
-    const char *message = p11_kit_message();
-    return message && *message ? std::string(": ") + message : std::string();
-}
 
 bool field_matches(const std::optional<std::string> &wanted, const unsigned char *field,
                    size_t size) {
@@ -38,24 +35,34 @@ std::string unpad(const unsigned char *field, size_t size) {
 }
 
 Pkcs11Module::Pkcs11Module(const std::string &path) : path_(path) {
-    // Without p11_kit_be_quiet() p11-kit prints its messages on stderr. p11_kit_message()
-    // keeps the last one for the error below.
-    p11_kit_be_quiet();
-    functions_ = p11_kit_module_load(path.c_str(), 0);
-    if (!functions_)
-        throw Error("cannot load PKCS#11 module '" + path + "'" + p11_kit_reason(),
+    // dlopen as libp11 does: p11-kit's p11_kit_module_load() rejects its own proxy module,
+    // which is the default module.
+    library_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!library_)
+        throw Error("cannot load PKCS#11 module '" + path + "': " + dlerror(),
                     "install the module or name another with --module PATH");
 
-    CK_RV rv = p11_kit_module_initialize(functions_);
+    auto get_function_list =
+        reinterpret_cast<CK_C_GetFunctionList>(dlsym(library_, "C_GetFunctionList"));
+    CK_RV rv = get_function_list ? get_function_list(&functions_) : CKR_FUNCTION_FAILED;
+    if (rv != CKR_OK || !functions_) {
+        dlclose(library_);
+        throw Error("'" + path + "' is not a PKCS#11 module: it has no C_GetFunctionList",
+                    "name a PKCS#11 module with --module PATH");
+    }
+
+    CK_C_INITIALIZE_ARGS arguments{};
+    arguments.flags = CKF_OS_LOCKING_OK;
+    rv = functions_->C_Initialize(&arguments);
     if (rv != CKR_OK) {
-        p11_kit_module_release(functions_);
+        dlclose(library_);
         throw Pkcs11Error(rv, "C_Initialize of module '" + path + "'", "");
     }
 }
 
 Pkcs11Module::~Pkcs11Module() {
-    p11_kit_module_finalize(functions_);
-    p11_kit_module_release(functions_);
+    functions_->C_Finalize(nullptr);
+    dlclose(library_);
 }
 
 std::vector<CK_SLOT_ID> Pkcs11Module::slots_with_token() const {

@@ -1,6 +1,7 @@
 // Internal to token/: direct PKCS#11 calls, for what libp11 0.4.12 cannot do. Its
-// PKCS11_generate_key makes RSA keys only and is deprecated, so key generation calls
-// C_GenerateKeyPair through a module that p11-kit loads.
+// PKCS11_generate_key makes RSA keys only and is deprecated, so key generation loads the
+// module itself and calls C_GenerateKeyPair. The list of modules registered with p11-kit
+// comes from p11-kit's API.
 #pragma once
 
 #include <string>
@@ -12,7 +13,8 @@
 
 namespace p11smime {
 
-// A module loaded and initialised by p11-kit. The destructor finalises and releases it.
+// A loaded and initialised module (dlopen, C_GetFunctionList, C_Initialize with
+// CKF_OS_LOCKING_OK). The destructor calls C_Finalize and unloads it.
 class Pkcs11Module {
   public:
     // Loads the module at path and calls C_Initialize. Throws Error naming the path.
@@ -32,6 +34,7 @@ class Pkcs11Module {
 
   private:
     std::string path_;
+    void *library_ = nullptr;
     CK_FUNCTION_LIST *functions_ = nullptr;
 };
 

@@ -131,6 +131,16 @@ object_listing "Private Key" 7f |
     grep -qE 'Access: +sensitive, always sensitive, never extractable' ||
     fail "the rsa:4096 private key is not sensitive and never extractable"
 
+step "keygen and csr through p11-kit's proxy module, the default"
+expect_exit 0 "$P11SMIME" keygen --pin-file "$PIN_FILE" --token "$TOKEN_URI" --type ec:p256 \
+    --label proxy-key
+proxy_key_uri=$(cat -- "$LAST_STDOUT")
+object_listing "Private Key" 0a | grep -qF 'label:      proxy-key' ||
+    fail "keygen through the proxy made no private key proxy-key with CKA_ID 0a"
+expect_exit 0 "$P11SMIME" csr --pin-file "$PIN_FILE" --key "$proxy_key_uri" \
+    --email proxy@example.org --out "$TEST_TMP/proxy.csr"
+expect_exit 0 openssl req -in "$TEST_TMP/proxy.csr" -verify -noout
+
 step "keygen rejects a taken label, a taken CKA_ID and unknown types"
 p11smime_token 2 keygen --token "$TOKEN_URI" --type ec:p256 --label erin
 expect_p11smime_error "already has a private key labelled 'erin'"

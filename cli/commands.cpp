@@ -39,9 +39,6 @@ TokenOptions token_options(const CommonOptions &common) {
     return options;
 }
 
-namespace {
-
-// Reads every certificate in a PEM file, or the one certificate of a DER file.
 X509StackPtr read_certificates(const std::string &path) {
     X509StackPtr certificates(sk_X509_new_null());
     BioPtr bio(BIO_new_file(path.c_str(), "rb"));
@@ -64,6 +61,8 @@ X509Ptr read_certificate(const std::string &path) {
     X509StackPtr certificates = read_certificates(path);
     return X509Ptr(sk_X509_shift(certificates.get()));
 }
+
+namespace {
 
 void append_chain(STACK_OF(X509) * chain, const std::optional<std::string> &path) {
     if (!path)

@@ -106,4 +106,11 @@ std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &f
 // Prints a warning on stderr as "p11smime: warning: ...".
 void warn(const std::string &message);
 
+// Reads every certificate in a PEM file, or the one certificate of a DER file. Throws
+// OpensslError naming the file when it has none.
+X509StackPtr read_certificates(const std::string &path);
+
+// Reads the first certificate of a PEM or DER file.
+X509Ptr read_certificate(const std::string &path);
+
 } // namespace p11smime::cli

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/sendmail.h"
+#include "cli/token_commands.h"
 #include "common/error.h"
 
 using namespace p11smime;
@@ -179,6 +180,16 @@ struct Commands {
     CLI::App *encrypt = nullptr;
     CLI::App *decrypt = nullptr;
     CLI::App *certs = nullptr;
+    KeygenCommandOptions keygen_options;
+    CsrCommandOptions csr_options;
+    ImportCommandOptions import_options;
+    ReadersCommandOptions readers_options;
+    DoctorCommandOptions doctor_options;
+    CLI::App *keygen = nullptr;
+    CLI::App *csr = nullptr;
+    CLI::App *import = nullptr;
+    CLI::App *readers = nullptr;
+    CLI::App *doctor = nullptr;
 };
 
 void add_commands(CLI::App &app, Commands &commands) {
@@ -188,6 +199,15 @@ void add_commands(CLI::App &app, Commands &commands) {
     commands.encrypt = add_encrypt(app, commands.encrypt_options);
     commands.decrypt = add_decrypt(app, commands.decrypt_options);
     commands.certs = add_certs(app, commands.certs_options);
+    commands.keygen = add_keygen(app, commands.keygen_options);
+    add_token_options(commands.keygen, commands.keygen_options.common);
+    commands.csr = add_csr(app, commands.csr_options);
+    add_token_options(commands.csr, commands.csr_options.common);
+    commands.import = add_import(app, commands.import_options);
+    add_token_options(commands.import, commands.import_options.common);
+    commands.readers = add_readers(app, commands.readers_options);
+    commands.doctor = add_doctor(app, commands.doctor_options);
+    add_token_options(commands.doctor, commands.doctor_options.common);
 }
 
 int run_command(const Commands &commands) {
@@ -203,6 +223,16 @@ int run_command(const Commands &commands) {
         return run_decrypt(commands.decrypt_options);
     if (commands.certs->parsed())
         return run_certs(commands.certs_options);
+    if (commands.keygen->parsed())
+        return run_keygen(commands.keygen_options);
+    if (commands.csr->parsed())
+        return run_csr(commands.csr_options);
+    if (commands.import->parsed())
+        return run_import(commands.import_options);
+    if (commands.readers->parsed())
+        return run_readers(commands.readers_options);
+    if (commands.doctor->parsed())
+        return run_doctor(commands.doctor_options);
     throw Error("no command given", "see 'p11smime --help'");
 }
 

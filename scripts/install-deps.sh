@@ -6,7 +6,7 @@ readonly PACKAGES=(
     # build
     g++ cmake make pkg-config
     libssl-dev libp11-dev libp11-kit-dev libgmime-3.0-dev
-    libcli11-dev nlohmann-json3-dev doctest-dev
+    libcli11-dev nlohmann-json3-dev doctest-dev libpcsclite-dev
     # tokens
     p11-kit softhsm2 opensc libengine-pkcs11-openssl
     # interoperability and test tools
@@ -15,6 +15,9 @@ readonly PACKAGES=(
     git neomutt
     # revocation tests: responses and CRLs dated in the past
     faketime
+    # PC/SC tests: a private pcscd with a virtual reader and card, in their own namespaces
+    pcscd vsmartcard-vpcd vsmartcard-vpicc python3-virtualsmartcard python3-pycryptodome
+    iproute2
 )
 
 missing=()

@@ -11,11 +11,7 @@
 #include "token/objects.h"
 
 namespace p11smime {
-namespace {
 
-// Reads the CKR_ value libp11 queued for its last failure, then drains the queue. libp11
-// queues it as the reason of an error whose library number, assigned at run time, is what
-// ERR_get_CKR_code() returns.
 unsigned long take_ckr_code() {
     int library = ERR_get_CKR_code();
     unsigned long rv = CKR_FUNCTION_FAILED;
@@ -28,6 +24,8 @@ unsigned long take_ckr_code() {
 std::string token_label(const PKCS11_TOKEN *token) {
     return token->label ? token->label : "";
 }
+
+namespace {
 
 bool matches(const std::optional<std::string> &wanted, const char *actual) {
     return !wanted || (actual && *wanted == actual);
@@ -61,19 +59,19 @@ bool certificate_matches(const Pkcs11Uri &uri, const PKCS11_CERT &cert) {
     return true;
 }
 
-void check_pin_state(const PKCS11_TOKEN *token, bool interactive, const TokenOptions &options) {
-    std::string label = token_label(token);
-    if (token->userPinLocked)
+void check_pin_flags(const std::string &label, const PinState &state, bool interactive,
+                     const TokenOptions &options) {
+    if (state.locked)
         throw Error("the user PIN of token '" + label + "' is locked (CKF_USER_PIN_LOCKED)",
                     "unblock it with the security officer PIN or the card's PUK");
-    if (token->userPinFinalTry && !interactive)
+    if (state.final_try && !interactive)
         throw Error("token '" + label +
                         "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
                         "p11smime does not spend it without a person at the keyboard",
                     "run the command in a terminal without --pin-file, or unblock the PIN");
-    if (token->userPinFinalTry && options.warn)
+    if (state.final_try && options.warn)
         options.warn("token '" + label + "' has one PIN try left; a wrong PIN locks it");
-    else if (token->userPinCountLow && options.warn)
+    else if (state.count_low && options.warn)
         options.warn("token '" + label + "' has few PIN tries left (CKF_USER_PIN_COUNT_LOW)");
 }
 
@@ -121,6 +119,16 @@ bool pin_is_interactive(const Pkcs11Uri *uri, const TokenOptions &options) {
 
 } // namespace
 
+void check_pin_state(const std::string &label, const PinState &state, const Pkcs11Uri *uri,
+                     const TokenOptions &options) {
+    check_pin_flags(label, state, pin_is_interactive(uri, options), options);
+}
+
+SecurePin obtain_login_pin(const std::string &label, const Pkcs11Uri *uri,
+                           const TokenOptions &options, bool &interactive) {
+    return obtain_pin(uri, options, label, interactive);
+}
+
 void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
            const TokenOptions &options) {
     const PKCS11_TOKEN *token = slot->token;
@@ -130,7 +138,9 @@ void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
     if (!token->loginRequired || (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
         return;
 
-    check_pin_state(token, pin_is_interactive(uri, options), options);
+    PinState state{token->userPinLocked != 0, token->userPinFinalTry != 0,
+                   token->userPinCountLow != 0};
+    check_pin_state(label, state, uri, options);
 
     if (token->secureLogin) {
         if (options.warn)
@@ -163,6 +173,8 @@ std::string choose_module(const Pkcs11Uri *uri, const TokenOptions &options) {
         return variable;
     return P11SMIME_PROXY_MODULE;
 }
+
+std::string proxy_module_path() { return P11SMIME_PROXY_MODULE; }
 
 namespace {
 
@@ -197,14 +209,6 @@ PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
     throw Error("key URI '" + uri.to_display_string() + "' matches " +
                     std::to_string(found.size()) + " private keys: " + names,
                 "add object= or id= to the URI to name one key");
-}
-
-std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Uri &uri) {
-    std::vector<PKCS11_SLOT *> result;
-    for (unsigned int i = 0; i < context.slot_count(); ++i)
-        if (token_matches(uri, &context.slots()[i]))
-            result.push_back(&context.slots()[i]);
-    return result;
 }
 
 // Finds the key without logging in where the token shows its keys publicly, and logs in to at
@@ -319,6 +323,14 @@ Pkcs11Uri key_uri_for(PKCS11_SLOT *slot, const PKCS11_CERT *cert) {
 }
 
 } // namespace
+
+std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Uri &uri) {
+    std::vector<PKCS11_SLOT *> result;
+    for (unsigned int i = 0; i < context.slot_count(); ++i)
+        if (token_matches(uri, &context.slots()[i]))
+            result.push_back(&context.slots()[i]);
+    return result;
+}
 
 TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
                    X509StackPtr chain)

@@ -51,6 +51,9 @@ struct TokenOptions {
 // P11SMIME_MODULE environment variable, then p11-kit's proxy module.
 std::string choose_module(const Pkcs11Uri *uri, const TokenOptions &options);
 
+// Returns the path of p11-kit's proxy module, the default of choose_module.
+std::string proxy_module_path();
+
 // A certificate on a token, as shown by `p11smime list`.
 struct CertificateInfo {
     std::string uri;
@@ -63,6 +66,12 @@ struct CertificateInfo {
     std::string not_before;
     std::string not_after;
     std::vector<std::string> key_usage;
+    std::vector<unsigned char> der; // the certificate itself
+
+    // Key objects with the certificate's CKA_ID, and whether one of them has its public key.
+    bool has_private_key = false;
+    bool has_public_key = false;
+    bool key_matches = false;
 };
 
 // A key object on a token, as shown by `p11smime list`.
@@ -89,6 +98,8 @@ struct SlotInfo {
     std::string serial;
     std::vector<std::string> flags; // e.g. "login-required", "user-pin-count-low"
     bool logged_in = false;
+    bool objects_listed = false; // inspect_tokens looked at this token's objects
+    std::string login_error;     // why inspect_tokens could not log in, or empty
     std::vector<CertificateInfo> certificates;
     std::vector<KeyInfo> keys;
 };
@@ -103,6 +114,34 @@ struct ModuleInfo {
 // Lists the slots, tokens and objects of one module. With login set, it logs in to each token
 // that requires it so that private keys become visible. Throws Error or Pkcs11Error.
 ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login);
+
+// Lists the slots and tokens of one module, without their objects and without a login.
+// Throws Error when the module cannot be loaded.
+ModuleInfo list_module_slots(const std::string &module_path);
+
+// Lists the module's slots, and the objects of each initialised token that matches filter
+// (every token when filter is null). With login set it logs in to those tokens first; a
+// failed login is kept in SlotInfo::login_error and the objects are then listed without it.
+// Throws Error when the module cannot be loaded.
+ModuleInfo inspect_tokens(const std::string &module_path, const TokenOptions &options,
+                          const Pkcs11Uri *filter, bool login);
+
+// A module registered with p11-kit, as p11-kit loads it for this program.
+struct RegisteredModule {
+    std::string name; // the name of its p11-kit configuration file
+    std::string path;
+    bool used_by_proxy = true; // false when its configuration disables it in p11-kit-proxy
+    unsigned long initialize_rv = 0; // C_Initialize's return value, CKR_OK (0) when it loaded
+    std::string description;        // CK_INFO libraryDescription
+};
+
+struct RegisteredModules {
+    std::vector<RegisteredModule> modules;
+    std::string message; // p11-kit's last message, such as a module that failed to load
+};
+
+// Loads and initialises each module registered with p11-kit, then releases them again.
+RegisteredModules registered_modules();
 
 class Pkcs11Context;
 

@@ -46,9 +46,22 @@ step() {
 # Process ids of the servers that start_server started; cleanup_test_dir stops them.
 SERVER_PIDS=()
 
+# Process IDs of daemons a test started (pcscd, vicc). cleanup_test_dir stops each by its ID.
+BACKGROUND_PIDS=()
+
+stop_background_processes() {
+    local pid
+    for pid in "${BACKGROUND_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    BACKGROUND_PIDS=()
+}
+
 cleanup_test_dir() {
     local status=$?
     stop_servers
+    stop_background_processes
     if [[ -n ${GNUPGHOME:-} && -d $GNUPGHOME ]]; then
         # gpgsm starts a gpg-agent (and dirmngr) per home. Only this home's daemons stop.
         gpgconf --kill all >/dev/null 2>&1 || true
@@ -508,4 +521,109 @@ PY
         sleep 0.1
     done
     fail "nothing listens on port $port after 10 seconds"
+}
+
+# --- PC/SC: a private pcscd with a virtual reader (vsmartcard-vpcd) and card (vicc) ---
+
+readonly VPCD_DRIVER=/usr/lib/pcsc/drivers/serial/libifdvpcd.so
+readonly PCSC_DRIVER_DIR=/usr/lib/pcsc/drivers
+readonly OPENSC_MODULE=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so
+# Debian 12's python3-virtualsmartcard installs its package one folder too deep.
+readonly VICC_PYTHONPATH=/usr/lib/python3/site-packages/virtualsmartcard
+# pcscd's socket path is fixed at build time, so a private pcscd needs its own /run.
+readonly PCSCD_SOCKET=/run/pcscd/pcscd.comm
+# vpcd listens for vicc on this port, inside the test's own network namespace.
+readonly VPCD_PORT=35963
+# The virtual card's reader; vpcd makes a second one, "Virtual PCD 00 01", on the next port.
+readonly VIRTUAL_READER="Virtual PCD 00 00"
+PCSCD_PID=
+VICC_PID=
+
+# Run the calling script again in its own mount and network namespaces, unless it already
+# runs in them. There it gets an empty /run for a private pcscd, and a network with only
+# loopback for vpcd and vicc, so a system pcscd and the machine's network stay untouched.
+# Skips when namespaces cannot be made (they need root, or user namespaces).
+enter_private_namespace() {
+    if [[ ${P11SMIME_PRIVATE_NAMESPACE:-} != 1 ]]; then
+        require_command unshare ip
+        if ! unshare --mount --net true 2>/dev/null; then
+            skip "cannot create mount and network namespaces (needs root); a pcscd" \
+                "outside them would disturb the machine's own pcscd"
+        fi
+        P11SMIME_PRIVATE_NAMESPACE=1 exec unshare --mount --net --propagation private \
+            bash "$0" "$@"
+    fi
+    mount -t tmpfs -o mode=0755 p11smime-run /run || fail "cannot mount a private /run"
+    mkdir -p /run/pcscd
+    ip link set lo up || fail "cannot bring up loopback in the test's network namespace"
+}
+
+# Wait up to SECONDS for COMMAND to succeed, checking every 0.2 s: wait_until SECONDS CMD...
+wait_until() {
+    local seconds=$1 tries
+    shift
+    for ((tries = seconds * 5; tries > 0; tries--)); do
+        "$@" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+pcscd_is_up() {
+    [[ -S $PCSCD_SOCKET ]] && kill -0 "$PCSCD_PID" 2>/dev/null
+}
+
+# Start pcscd in the private namespace with only the vpcd reader driver. An empty driver
+# folder hides the machine's USB readers from it, so it never claims a real reader.
+start_pcscd() {
+    require_command pcscd
+    [[ -f $VPCD_DRIVER ]] || skip "the vpcd driver $VPCD_DRIVER (vsmartcard-vpcd) is missing"
+    [[ ${P11SMIME_PRIVATE_NAMESPACE:-} == 1 ]] || fail "start_pcscd outside the test namespace"
+    local config=$TEST_TMP/reader.conf.d
+    mkdir -p -- "$config"
+    cp -- "$VPCD_DRIVER" "$TEST_TMP/libifdvpcd.so"
+    mount -t tmpfs -o mode=0755 p11smime-pcsc-drivers "$PCSC_DRIVER_DIR" ||
+        fail "cannot hide $PCSC_DRIVER_DIR from the private pcscd"
+    printf '%s\n' 'FRIENDLYNAME "Virtual PCD"' "DEVICENAME /dev/null:$VPCD_PORT" \
+        "LIBPATH $TEST_TMP/libifdvpcd.so" "CHANNELID $VPCD_PORT" >"$config/vpcd"
+    # OpenSC 0.23 tries each of its card drivers on a card it does not know, which took 14 s
+    # on the virtual card in every process that loads it. The PIV and OpenPGP drivers, which
+    # serve YubiKeys, took 1.3 s.
+    printf '%s\n' 'app default {' '    card_drivers = PIV-II, openpgp;' '}' \
+        >"$TEST_TMP/opensc.conf"
+    export OPENSC_CONF=$TEST_TMP/opensc.conf
+    pcscd --foreground --config "$config" >"$TEST_TMP/pcscd.log" 2>&1 &
+    PCSCD_PID=$!
+    BACKGROUND_PIDS+=("$PCSCD_PID")
+    wait_until 10 pcscd_is_up || {
+        cat -- "$TEST_TMP/pcscd.log" >&2
+        fail "pcscd did not create $PCSCD_SOCKET within 10 s"
+    }
+}
+
+stop_pcscd() {
+    kill "$PCSCD_PID" 2>/dev/null || true
+    wait "$PCSCD_PID" 2>/dev/null || true
+}
+
+# Start vicc, which connects to vpcd on loopback and so inserts an ISO 7816 card into
+# VIRTUAL_READER. vicc imports PyCrypto's "Crypto" package, which Debian 12 ships as
+# "Cryptodome" (python3-pycryptodome); a one-line package makes the old name point there.
+start_virtual_card() {
+    require_command vicc
+    [[ -x /usr/bin/python3 ]] || skip "/usr/bin/python3 is missing"
+    /usr/bin/python3 -c 'import Cryptodome' 2>/dev/null ||
+        skip "vicc needs python3-pycryptodome"
+    mkdir -p -- "$TEST_TMP/python/Crypto"
+    printf '%s\n' 'import Cryptodome' '__path__ = Cryptodome.__path__' \
+        >"$TEST_TMP/python/Crypto/__init__.py"
+    PYTHONPATH=$TEST_TMP/python:$VICC_PYTHONPATH /usr/bin/python3 "$(command -v vicc)" \
+        --type iso7816 --hostname localhost --port "$VPCD_PORT" -v >"$TEST_TMP/vicc.log" 2>&1 &
+    VICC_PID=$!
+    BACKGROUND_PIDS+=("$VICC_PID")
+}
+
+stop_virtual_card() {
+    kill "$VICC_PID" 2>/dev/null || true
+    wait "$VICC_PID" 2>/dev/null || true
 }

@@ -222,6 +222,7 @@ int run_verify(const VerifyCommandOptions &options) {
     verify.system_ca = !options.no_system_ca;
     verify.sender_check = !options.no_sender_check;
     verify.signer_certificate_files = options.signer_certs;
+    verify.allow_sha1 = options.allow_sha1;
 
     VerifyResult result = verify_message(message, verify);
     if (options.json)
@@ -325,6 +326,7 @@ VerifyOptions verify_options(const VerifyCommandOptions &options) {
     verify.system_ca = !options.no_system_ca;
     verify.sender_check = !options.no_sender_check;
     verify.signer_certificate_files = options.signer_certs;
+    verify.allow_sha1 = options.allow_sha1;
     return verify;
 }
 

@@ -46,6 +46,7 @@ struct VerifyCommandOptions {
     bool no_system_ca = false;
     bool no_sender_check = false;
     std::vector<std::string> signer_certs;
+    bool allow_sha1 = false;
     bool json = false;
     std::optional<std::string> in;
     std::optional<std::string> out;

@@ -46,6 +46,8 @@ void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
                       "do not require the From address in the signer certificate");
     command->add_option("--signer-cert", options.signer_certs,
                         "signer certificate file, for signatures that do not include it");
+    command->add_flag("--allow-sha1", options.allow_sha1,
+                      "accept SHA-1 signatures, with a warning (default: reject them)");
 }
 
 CLI::App *add_list(CLI::App &app, ListOptions &options) {

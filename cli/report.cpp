@@ -113,7 +113,8 @@ json signer_json(const SignerReport &signer) {
             {"signature_valid", signer.signature_valid},
             {"certificate_valid", signer.certificate_valid},
             {"certificate_error", signer.certificate_error},
-            {"sender_matches", signer.sender_matches}};
+            {"sender_matches", signer.sender_matches},
+            {"algorithm_error", signer.algorithm_error}};
 }
 
 } // namespace

@@ -191,6 +191,56 @@ SignerReport describe_signer(CMS_SignerInfo *info) {
     return report;
 }
 
+// Smallest RSA or DSA signer key accepted, in bits: under it a key gives less than the 112-bit
+// security that NIST SP 800-131A requires for signatures since 2014.
+constexpr int min_signer_key_bits = 2048;
+
+int digest_of(const X509_ALGOR *digest, const X509_ALGOR *signature) {
+    const ASN1_OBJECT *object = nullptr;
+    if (digest) {
+        X509_ALGOR_get0(&object, nullptr, nullptr, digest);
+        if (int nid = OBJ_obj2nid(object); nid != NID_undef)
+            return nid;
+    }
+    int digest_nid = NID_undef;
+    if (signature) {
+        X509_ALGOR_get0(&object, nullptr, nullptr, signature);
+        OBJ_find_sigid_algs(OBJ_obj2nid(object), &digest_nid, nullptr);
+    }
+    return digest_nid;
+}
+
+// Returns why the SignerInfo's digest or the signer's key is too weak, or an empty string.
+// MD2, MD4 and MD5 have practical collisions and are always rejected. SHA-1 has
+// chosen-prefix collisions (Leurent and Peyrin, 2020), so it passes only when allowed, and
+// then with a warning. A signature algorithm that names a digest (sha1WithRSAEncryption) is
+// checked as well as digestAlgorithm.
+std::string check_algorithms(CMS_SignerInfo *info, const VerifyOptions &options,
+                             VerifyResult &result) {
+    X509 *certificate = nullptr;
+    X509_ALGOR *digest = nullptr;
+    X509_ALGOR *signature = nullptr;
+    CMS_SignerInfo_get0_algs(info, nullptr, &certificate, &digest, &signature);
+
+    int digest_nid = digest_of(digest, signature);
+    if (digest_nid == NID_md5 || digest_nid == NID_md4 || digest_nid == NID_md2)
+        return std::string("the signature uses the broken digest ") + OBJ_nid2sn(digest_nid);
+    if (digest_nid == NID_sha1 && !options.allow_sha1)
+        return "the signature uses SHA-1, which is rejected unless --allow-sha1 is given";
+    if (digest_nid == NID_sha1)
+        result.warnings.push_back("the signature uses SHA-1, which is accepted only because "
+                                  "of --allow-sha1");
+
+    EVP_PKEY *key = certificate ? X509_get0_pubkey(certificate) : nullptr;
+    int type = key ? EVP_PKEY_get_base_id(key) : EVP_PKEY_NONE;
+    bool rsa_or_dsa = type == EVP_PKEY_RSA || type == EVP_PKEY_RSA_PSS || type == EVP_PKEY_DSA;
+    if (rsa_or_dsa && EVP_PKEY_get_bits(key) < min_signer_key_bits)
+        return "the signer's " + std::string(type == EVP_PKEY_DSA ? "DSA" : "RSA") + " key has " +
+               std::to_string(EVP_PKEY_get_bits(key)) + " bits, fewer than " +
+               std::to_string(min_signer_key_bits);
+    return {};
+}
+
 void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_valid,
                    const VerifyOptions &options, VerifyResult &result) {
     X509StorePtr store = trust_store(options);
@@ -207,6 +257,7 @@ void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_
         CMS_SignerInfo *info = sk_CMS_SignerInfo_value(infos, i);
         SignerReport report = describe_signer(info);
         report.signature_valid = signature_valid;
+        report.algorithm_error = check_algorithms(info, options, result);
         X509 *certificate = nullptr;
         CMS_SignerInfo_get0_algs(info, nullptr, &certificate, nullptr, nullptr);
         if (certificate) {
@@ -223,6 +274,8 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
         result.failures.push_back("the signed-data has no SignerInfo");
     for (const auto &signer : result.signers) {
         std::string who = signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
+        if (!signer.algorithm_error.empty())
+            result.failures.push_back(signer.algorithm_error);
         if (!signer.subject.empty() && !signer.certificate_valid)
             result.failures.push_back("certificate of " + who + " is not valid: " +
                                       signer.certificate_error);

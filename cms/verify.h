@@ -13,6 +13,7 @@ struct VerifyOptions {
     bool system_ca = true;              // also trust the system store
     bool sender_check = true;           // From must match an email of the signer certificate
     std::vector<std::string> signer_certificate_files; // for signatures that omit the signer
+    bool allow_sha1 = false; // accept SHA-1 signatures, with a warning
 };
 
 // What was found about one SignerInfo.
@@ -28,6 +29,7 @@ struct SignerReport {
     bool certificate_valid = false;
     std::string certificate_error; // why the path or purpose check failed
     bool sender_matches = false;
+    std::string algorithm_error; // why the digest or the signer key is too weak, or empty
 };
 
 struct VerifyResult {
@@ -44,7 +46,9 @@ struct VerifyResult {
 // Verifies the first S/MIME signature in message: a multipart/signed (also inside
 // multipart/mixed) or an opaque application/pkcs7-mime signed-data. The digest comes from the
 // SignerInfo, never from micalg. Checks the path to the trust anchors now, the S/MIME signing
-// purpose (key usage and extended key usage) and, unless disabled, the From address. A failed
+// purpose (key usage and extended key usage), the digest and signer key strength (no MD5, no
+// SHA-1 unless allowed, no RSA or DSA key under 2048 bits) and, unless disabled, the From
+// address. A failed
 // check is reported in the result; Error is thrown only when the input cannot be read as
 // S/MIME (no signature found, malformed MIME or CMS).
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options);

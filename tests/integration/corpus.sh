@@ -158,6 +158,7 @@ openssl x509 -inform DER -in rfc4134/CarlDSSSelf.cer -out "$work/CarlDSSSelf.pem
 
 declare -A trust=(
     [tb]="--no-system-ca --ca-file thunderbird/TestCA.pem"
+    [tb-sha1]="--no-system-ca --ca-file thunderbird/TestCA.pem --allow-sha1"
     [none]="--no-system-ca"
     [self]="--no-system-ca --ca-file @SIGNER@"
     [self-nosender]="--no-system-ca --ca-file @SIGNER@ --no-sender-check"
@@ -165,6 +166,8 @@ declare -A trust=(
     [bcroot]="--no-system-ca --ca-file bouncycastle/validator.root.crt"
     [carl]="--no-system-ca --ca-file $work/CarlDSSSelf.pem"
     [carl-nosender]="--no-system-ca --ca-file $work/CarlDSSSelf.pem --no-sender-check"
+    [carl-nosender-sha1]="--no-system-ca --ca-file $work/CarlDSSSelf.pem --no-sender-check \
+--allow-sha1"
     [kde]="--no-system-ca --signer-cert kde/unittest-cert.pem --ca-file kde/unittest-cert.pem"
 )
 
@@ -179,8 +182,10 @@ declare -A trust=(
 table=$(cat <<'TABLE'
 0 good tb thunderbird/alice.dsig.SHA256.multipart.eml
 0 good tb thunderbird/alice.dsig.SHA512.multipart.eml
-0 good tb thunderbird/alice.dsig.SHA1.multipart.eml
-    Thunderbird rejects SHA-1 signatures by policy, but p11smime has no digest policy yet.
+1 good tb thunderbird/alice.dsig.SHA1.multipart.eml
+    The signature uses SHA-1, which verify rejects unless --allow-sha1 is given.
+0 good tb-sha1 thunderbird/alice.dsig.SHA1.multipart.eml
+    --allow-sha1 accepts the SHA-1 signature (with a warning); the rest of it is good.
 1 bad tb thunderbird/alice.dsig.SHA256.multipart.bad.eml
     The body differs from what was signed, so the content digest does not match.
 1 bad tb thunderbird/alice.dsig.SHA256.multipart.mismatch-econtent.eml
@@ -267,10 +272,16 @@ table=$(cat <<'TABLE'
     Enveloped-data only, so no S/MIME signature is found.
 1 good carl rfc4134/4.8.eml
     From aliceDss@examples.com differs from the certificate's AliceDSS@example.com.
-0 good carl-nosender rfc4134/4.8.eml
+1 good carl-nosender rfc4134/4.8.eml
+    DSA with SHA-1, which verify rejects unless --allow-sha1 is given.
+1 good carl-nosender-sha1 rfc4134/4.8.eml
+    SHA-1 is allowed, but the DSA signer key has 1024 bits and the minimum is 2048.
 1 good carl rfc4134/4.9.eml
     From aliceDss@examples.com differs from the certificate's AliceDSS@example.com.
-0 good carl-nosender rfc4134/4.9.eml
+1 good carl-nosender rfc4134/4.9.eml
+    DSA with SHA-1, which verify rejects unless --allow-sha1 is given.
+1 good carl-nosender-sha1 rfc4134/4.9.eml
+    SHA-1 is allowed, but the DSA signer key has 1024 bits and the minimum is 2048.
 2 - none rfc4134/5.3.eml
     Enveloped-data only, so no S/MIME signature is found.
 1 good startcom mimekit/thunderbird-signed.txt

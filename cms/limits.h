@@ -1,0 +1,32 @@
+// Bounds on the messages that cms/ accepts, so that the work done on any input is bounded.
+// docs/security.md lists them with their reasons.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace p11smime {
+
+// Largest message accepted, in bytes. Mail systems commonly reject messages over 25 to 50 MB,
+// and the parsed form of a message takes a few times its size in memory.
+constexpr size_t max_message_size = 64 * 1024 * 1024;
+
+// Most lines that start like a header field ("Name:" at the start of a line), counted
+// anywhere in the message. GMime 3.2 keeps about 500 bytes per parsed field, so 3 million
+// tiny fields in 21 MB took 1.4 GB and 4.6 s to parse; this bound keeps that near 25 MB.
+// Body text may contain such lines too, so the count errs on the side of rejecting.
+constexpr size_t max_header_lines = 50000;
+
+// Largest single header field of a message or MIME entity, folded lines included, in bytes.
+constexpr size_t max_header_field_size = 64 * 1024;
+
+// Deepest MIME nesting accepted: multiparts and message/rfc822 parts within each other. Mail
+// clients produce fewer than 10 levels; GMime 3.2 itself stops descending at a much deeper
+// level and then treats the rest as one leaf part.
+constexpr int max_mime_depth = 32;
+
+// Throws Error when message is larger than max_message_size or has more than
+// max_header_lines lines that start like a header field.
+void check_message_limits(std::string_view message);
+
+} // namespace p11smime

@@ -194,7 +194,7 @@ int run_sign(const SignCommandOptions &options) {
                                   !certificate_file);
     X509 *certificate = certificate_file ? certificate_file.get() : key.certificate();
     if (X509_check_private_key(certificate, key.key()) != 1)
-        throw OpensslError("the certificate does not belong to key '" + options.key + "'",
+        throw OpensslError("the certificate does not belong to key '" + key_uri.to_string() + "'",
                            "pass the matching certificate with --cert");
     append_chain(key.chain(), options.chain);
 
@@ -306,7 +306,8 @@ class TokenKeyLookup {
                                  const std::vector<std::string> &recipients) {
         TokenKey key = open_token_key(Pkcs11Uri::parse(*options_.key), std::nullopt, token_);
         if (!is_recipient(key.certificate()))
-            throw Error("key '" + *options_.key + "' (" + subject_text(key.certificate()) +
+            throw Error("key '" + without_pin_value(*options_.key) + "' (" +
+                            subject_text(key.certificate()) +
                             ") is not a recipient of this message, which is encrypted to: " +
                             joined_recipients(recipients),
                         "name the key of one of these recipients, or leave out --key");

@@ -88,15 +88,27 @@ void write_attributes(P11KitUri *uri, const Pkcs11Uri &source) {
 
 bool is_pkcs11_uri(const std::string &text) { return text.rfind("pkcs11:", 0) == 0; }
 
+std::string without_pin_value(const std::string &text) {
+    std::string result = text;
+    const std::string attribute = "pin-value=";
+    for (size_t at = result.find(attribute); at != std::string::npos;
+         at = result.find(attribute, at + attribute.size())) {
+        size_t start = at + attribute.size();
+        size_t end = result.find_first_of("&;#", start);
+        result.replace(start, (end == std::string::npos ? result.size() : end) - start, "***");
+    }
+    return result;
+}
+
 Pkcs11Uri Pkcs11Uri::parse(const std::string &text) {
     UriPtr uri(p11_kit_uri_new(), &p11_kit_uri_free);
     int status = p11_kit_uri_parse(text.c_str(), P11_KIT_URI_FOR_ANY, uri.get());
     if (status != P11_KIT_URI_OK)
-        throw Error("invalid PKCS#11 URI '" + text + "': " + p11_kit_uri_message(status),
+        throw Error("invalid PKCS#11 URI '" + without_pin_value(text) + "': " + p11_kit_uri_message(status),
                     "write it as in RFC 7512, e.g. pkcs11:token=NAME;object=LABEL;type=private");
 
     if (p11_kit_uri_any_unrecognized(uri.get()))
-        throw Error("PKCS#11 URI '" + text + "' has an attribute p11smime does not support",
+        throw Error("PKCS#11 URI '" + without_pin_value(text) + "' has an attribute p11smime does not support",
                     "run 'p11smime list' and copy the URI it prints");
 
     Pkcs11Uri result;
@@ -136,8 +148,6 @@ std::string Pkcs11Uri::to_string() const {
     write_attributes(uri.get(), *this);
     if (pin_source)
         p11_kit_uri_set_pin_source(uri.get(), pin_source->c_str());
-    if (pin_value)
-        p11_kit_uri_set_pin_value(uri.get(), pin_value->c_str());
 
     char *text = nullptr;
     if (p11_kit_uri_format(uri.get(), P11_KIT_URI_FOR_ANY, &text) != P11_KIT_URI_OK)

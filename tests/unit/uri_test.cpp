@@ -74,3 +74,21 @@ TEST_CASE("uri detection tells URIs from file names") {
     CHECK_FALSE(p11smime::is_pkcs11_uri("cert.pem"));
     CHECK_FALSE(p11smime::is_pkcs11_uri("./pkcs11:x"));
 }
+
+TEST_CASE("uri text never carries pin-value") {
+    Pkcs11Uri uri = Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-value=314159");
+    CHECK(uri.pin_value == "314159");
+    CHECK(uri.to_string().find("314159") == std::string::npos);
+    CHECK(uri.to_string().find("pin-value") == std::string::npos);
+}
+
+TEST_CASE("uri parse errors hide pin-value") {
+    const std::string text = "pkcs11:id=%zz?pin-value=271828&module-path=/m.so";
+    CHECK(p11smime::without_pin_value(text) == "pkcs11:id=%zz?pin-value=***&module-path=/m.so");
+    try {
+        Pkcs11Uri::parse(text);
+        FAIL("a malformed URI was accepted");
+    } catch (const p11smime::Error &error) {
+        CHECK(std::string(error.what()).find("271828") == std::string::npos);
+    }
+}

@@ -15,6 +15,7 @@
 #include "cms/sign.h"
 #include "cms/verify.h"
 #include "common/error.h"
+#include "token/recovery.h"
 #include "token/token.h"
 
 namespace p11smime::cli {
@@ -301,6 +302,17 @@ class TokenKeyLookup {
         return {keys_.back().key(), keys_.back().certificate()};
     }
 
+    // Throws Pkcs11Error when the token of a key that was used no longer answers, so that a
+    // token pulled out during decryption is reported as such. A token that answers says
+    // nothing about the ciphertext, so this adds no padding oracle.
+    void check_tokens() const {
+        for (const auto &key : keys_)
+            if (unsigned long rv = key.probe(); is_token_lost(rv))
+                throw Pkcs11Error(rv, "decrypting with the key of " +
+                                          subject_text(key.certificate()),
+                                  "", "check the token and run the command again");
+    }
+
   private:
     DecryptionKey open_named_key(const std::function<bool(X509 *)> &is_recipient,
                                  const std::vector<std::string> &recipients) {
@@ -346,6 +358,7 @@ int run_decrypt(const DecryptCommandOptions &options) {
         print_decrypt_text(std::cerr, result);
 
     if (!result.valid) {
+        lookup.check_tokens();
         if (const char *debug = std::getenv("P11SMIME_DEBUG"); debug && *debug &&
                                                                !result.detail.empty())
             std::cerr << "p11smime: debug: " << result.detail << "\n";

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "common/error.h"
+#include "token/recovery.h"
 
 using namespace p11smime;
 using namespace p11smime::cli;
@@ -117,10 +118,21 @@ CLI::App *add_verify(CLI::App &app, VerifyCommandOptions &options) {
     return verify;
 }
 
+// Returns the error's hint, or for a token that went away mid-operation a hint that says so.
+std::string hint_for(const Error &error) {
+    if (!error.hint().empty())
+        return error.hint();
+    std::optional<unsigned long> rv = pkcs11_return_value(error);
+    if (rv && is_token_lost(*rv))
+        return "the token was removed or stopped answering (" + ckr_name(*rv) +
+               "); check it and run the command again";
+    return {};
+}
+
 void print_error(const Error &error) {
     std::cerr << "p11smime: error: " << error.what() << "\n";
-    if (!error.hint().empty())
-        std::cerr << "p11smime: hint: " << error.hint() << "\n";
+    if (std::string hint = hint_for(error); !hint.empty())
+        std::cerr << "p11smime: hint: " << hint << "\n";
 }
 
 } // namespace

@@ -192,7 +192,7 @@ std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Ur
 FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptions &options) {
     std::vector<PKCS11_SLOT *> slots = matching_slots(context, uri);
     if (slots.empty())
-        throw Error("no token matching '" + uri.to_string() + "' in module '" +
+        throw TokenNotFoundError("no token matching '" + uri.to_string() + "' in module '" +
                         context.path() + "'",
                     "insert the token, or run 'p11smime list' to see the tokens present");
 
@@ -301,14 +301,25 @@ Pkcs11Uri key_uri_for(PKCS11_SLOT *slot, const PKCS11_CERT *cert) {
 
 } // namespace
 
-TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
-                   X509StackPtr chain)
-    : context_(std::move(context)), key_(std::move(key)), certificate_(std::move(certificate)),
-      chain_(std::move(chain)) {}
+TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, PKCS11_SLOT *slot, EvpPkeyPtr key,
+                   X509Ptr certificate, X509StackPtr chain)
+    : context_(std::move(context)), slot_(slot), key_(std::move(key)),
+      certificate_(std::move(certificate)), chain_(std::move(chain)) {}
 
 TokenKey::~TokenKey() = default;
 TokenKey::TokenKey(TokenKey &&) noexcept = default;
 TokenKey &TokenKey::operator=(TokenKey &&) noexcept = default;
+
+unsigned long TokenKey::probe() const {
+    clear_openssl_errors();
+    unsigned char byte = 0;
+    if (PKCS11_generate_random(slot_, &byte, 1) == 0)
+        return CKR_OK;
+    unsigned long rv = take_ckr_code();
+    if (rv == CKR_RANDOM_NO_RNG || rv == CKR_FUNCTION_NOT_SUPPORTED)
+        return CKR_OK;
+    return rv;
+}
 
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token) {
@@ -330,7 +341,8 @@ TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri>
 
     X509StackPtr chain = certificate ? token_chain(found.slot, certificate.get())
                                      : X509StackPtr(sk_X509_new_null());
-    return TokenKey(std::move(context), std::move(key), std::move(certificate), std::move(chain));
+    return TokenKey(std::move(context), found.slot, std::move(key), std::move(certificate),
+                    std::move(chain));
 }
 
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options) {

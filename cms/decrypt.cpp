@@ -289,7 +289,7 @@ DecryptResult Unwrapper::run(const std::string &message) {
 
 DecryptResult decrypt_message(const std::string &message, const KeyLookup &lookup,
                               const VerifyOptions &verify_options, bool verify) {
-    check_message_limits(message);
+    check_message_size(message);
     Unwrapper unwrapper(lookup, verify_options, verify);
     return unwrapper.run(message);
 }

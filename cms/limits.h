@@ -25,8 +25,12 @@ constexpr size_t max_header_field_size = 64 * 1024;
 // level and then treats the rest as one leaf part.
 constexpr int max_mime_depth = 32;
 
-// Throws Error when message is larger than max_message_size or has more than
-// max_header_lines lines that start like a header field.
+// Throws Error when message is larger than max_message_size. For input that may be bare DER.
+void check_message_size(std::string_view message);
+
+// Throws Error when the MIME message is larger than max_message_size, has more than
+// max_header_lines lines that start like a header field, or has a NUL byte in such a line or
+// in its own header block. NUL bytes in bodies are left to the signature or decryption.
 void check_message_limits(std::string_view message);
 
 } // namespace p11smime

@@ -116,6 +116,18 @@ CmsPtr parse_cms(const std::string &der) {
     return cms;
 }
 
+// Returns a BIO that reads content. OpenSSL 3.0's CMS_verify copies the content of a memory
+// BIO and leaks the copy when CMS_dataInit fails, as on a SignedData with an empty
+// digestAlgorithms SET; a buffer BIO in front is not a memory BIO, so no copy is made.
+BioPtr content_bio(const std::string &content) {
+    BioPtr memory(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
+    BioPtr buffer(BIO_new(BIO_f_buffer()));
+    if (!memory || !buffer)
+        throw OpensslError("cannot allocate a buffer");
+    BIO_push(buffer.get(), memory.release());
+    return buffer;
+}
+
 // Checks the signature value over the content, but not the certificate, so that a path
 // failure and a content failure are reported as what they are.
 bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedPart &part,
@@ -124,8 +136,7 @@ bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedP
     BioPtr data;
     if (!part.opaque) {
         flags |= CMS_DETACHED;
-        data.reset(BIO_new_mem_buf(part.signed_content.data(),
-                                   static_cast<int>(part.signed_content.size())));
+        data = content_bio(part.signed_content);
     }
     BioPtr out(BIO_new(BIO_s_mem()));
     clear_openssl_errors();

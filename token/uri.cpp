@@ -71,7 +71,12 @@ void write_attributes(P11KitUri *uri, const Pkcs11Uri &source) {
         p11_kit_uri_set_attribute(uri, &label);
     }
     if (source.id) {
-        CK_ATTRIBUTE id = {CKA_ID, const_cast<unsigned char *>(source.id->data()),
+        // An empty vector may have no storage, and p11-kit drops an attribute whose value
+        // pointer is null, which would turn "id=" (an empty CKA_ID) into no id at all.
+        static unsigned char no_bytes = 0;
+        CK_ATTRIBUTE id = {CKA_ID,
+                           source.id->empty() ? &no_bytes
+                                              : const_cast<unsigned char *>(source.id->data()),
                            source.id->size()};
         p11_kit_uri_set_attribute(uri, &id);
     }
@@ -101,6 +106,11 @@ std::string without_pin_value(const std::string &text) {
 }
 
 Pkcs11Uri Pkcs11Uri::parse(const std::string &text) {
+    // p11-kit reads a C string, so text after a NUL would be dropped without a word.
+    if (text.find('\0') != std::string::npos)
+        throw Error("invalid PKCS#11 URI '" + without_pin_value(text.substr(0, text.find('\0'))) +
+                        "...': it contains a NUL byte",
+                    "write the URI without control characters");
     UriPtr uri(p11_kit_uri_new(), &p11_kit_uri_free);
     int status = p11_kit_uri_parse(text.c_str(), P11_KIT_URI_FOR_ANY, uri.get());
     if (status != P11_KIT_URI_OK)

@@ -7,25 +7,26 @@
 
 namespace p11smime {
 
-// Largest message accepted, in bytes. Mail systems commonly reject messages over 25 to 50 MB,
-// and the parsed form of a message takes a few times its size in memory.
+// Maximum message size, in bytes. A chosen bound, well above ordinary mail; the parsed form of
+// a message takes a few times its size in memory.
 constexpr size_t max_message_size = 64 * 1024 * 1024;
 
-// Most lines that start like a header field ("Name:" at the start of a line), counted
+// Maximum number of lines that start like a header field ("Name:" at the start of a line), counted
 // anywhere in the message. GMime 3.2 keeps about 500 bytes per parsed field, so 3 million
 // tiny fields in 21 MB took 1.4 GB and 4.6 s to parse; this bound keeps that near 25 MB.
 // Body text may contain such lines too, so the count errs on the side of rejecting.
 constexpr size_t max_header_lines = 50000;
 
-// Largest single header field of a message or MIME entity, folded lines included, in bytes.
+// Maximum size of one header field of a message or MIME entity, folded lines included, in bytes.
 constexpr size_t max_header_field_size = 64 * 1024;
 
-// Deepest MIME nesting accepted: multiparts and message/rfc822 parts within each other. Mail
-// clients produce fewer than 10 levels; GMime 3.2 itself stops descending at a much deeper
-// level and then treats the rest as one leaf part.
+// Maximum MIME nesting depth: multiparts and message/rfc822 parts within each other. A chosen
+// bound with wide room above ordinary mail. GMime 3.2 itself stops descending at a much deeper
+// level and then treats the rest as one leaf part, without an error.
 constexpr int max_mime_depth = 32;
 
-// Throws Error when message is larger than max_message_size. For input that may be bare DER.
+// Throws Error when message is larger than max_message_size. Used for input that may be bare
+// DER, where the header checks below do not apply.
 void check_message_size(std::string_view message);
 
 // Throws Error when the MIME message is larger than max_message_size, has more than

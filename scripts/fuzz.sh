@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang in BUILD_DIR (default: build-fuzz) and runs each for
-# FUZZ_SECONDS (default 60), seeded from the S/MIME corpus, the fuzz seeds and the kept
-# regression inputs. A crash, leak, hang (over 10 s on one input) or memory blow-up fails the
-# run and leaves the input in BUILD_DIR/artifacts; copy it to tests/data/fuzz/TARGET/ once the
-# fault is fixed, so every later run replays it.
+# Builds the libFuzzer targets with clang in FUZZ_BUILD_DIR (default: build-fuzz) and runs
+# each for FUZZ_SECONDS (default 60), seeded from the S/MIME corpus, the fuzz seeds and the
+# kept regression inputs. A crash, leak, hang (over 10 s on one input) or memory blow-up fails
+# the run and leaves the input in FUZZ_BUILD_DIR/artifacts. Once the fault is fixed, copy the
+# input to tests/data/fuzz/TARGET/, so that every later run replays it first.
 set -euo pipefail
 
 source_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-build_dir=${BUILD_DIR:-$source_dir/build-fuzz}
+build_dir=${FUZZ_BUILD_DIR:-$source_dir/build-fuzz}
 seconds=${FUZZ_SECONDS:-60}
 
 CC=clang CXX=clang++ cmake -S "$source_dir" -B "$build_dir" -DP11SMIME_FUZZ=ON \
@@ -22,14 +22,16 @@ declare -A seed_dirs=(
     [fuzz_uri]="$seeds/uri $data/fuzz/uri"
 )
 
-# tests/lsan.supp lists leaks in other projects' code. Add fast_unwind_on_malloc=0 to
-# ASAN_OPTIONS when an entry must match frames in Debian's libraries, which have no frame
-# pointers; it makes every allocation slower, so the runs leave it out while none does.
+# tests/lsan.supp lists leaks in other projects' code. An entry that must match frames in
+# Debian's libraries, which have no frame pointers, needs fast_unwind_on_malloc=0 in
+# ASAN_OPTIONS. That makes every allocation slower, so the runs leave it out while the fuzz
+# targets meet no such leak.
 export ASAN_OPTIONS=detect_leaks=1
 export LSAN_OPTIONS=suppressions=$source_dir/tests/lsan.supp:print_suppressions=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 mkdir -p "$build_dir/artifacts"
-status=0
+passed=0
+failed=0
 for target in fuzz_verify fuzz_decrypt fuzz_uri; do
     work=$build_dir/fuzz-work/$target
     mkdir -p "$work"
@@ -44,10 +46,12 @@ for target in fuzz_verify fuzz_decrypt fuzz_uri; do
         >"$build_dir/artifacts/$target.log" 2>&1; then
         echo "FAIL: $target; the end of its log:"
         tail -n 60 "$build_dir/artifacts/$target.log"
-        status=1
+        failed=$((failed + 1))
     else
         grep -E '^stat::(number_of_executed_units|peak_rss_mb)' \
             "$build_dir/artifacts/$target.log" || true
+        passed=$((passed + 1))
     fi
 done
-exit "$status"
+echo "fuzz: $passed passed, $failed failed"
+((failed == 0))

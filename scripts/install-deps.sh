@@ -11,6 +11,9 @@ readonly PACKAGES=(
     p11-kit softhsm2 opensc libengine-pkcs11-openssl
     # interoperability and test tools
     openssl gpgsm libnss3-tools python3 ca-certificates
+    # fuzzing (clang and its libFuzzer runtime) and sanitizer reports (llvm-symbolizer);
+    # script(1) from bsdutils gives the PIN tests a terminal
+    clang libclang-rt-14-dev llvm bsdutils
 )
 
 missing=()

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds p11smime and its tests a second time in BUILD_DIR (default: build-sanitize) with
-# AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer, and runs the whole suite.
-# Each report goes to a file in BUILD_DIR/sanitizer-reports as well as failing its command
-# with exit status 86, so that a test expecting exit status 1 or 2 cannot mistake it.
+# Builds p11smime and its tests a second time in SANITIZE_BUILD_DIR (default: build-sanitize)
+# with AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer, and runs the whole
+# suite. Each report goes to a file in SANITIZE_BUILD_DIR/sanitizer-reports and fails its
+# command with exit status 86, so that a test expecting exit status 1 or 2 cannot mistake it.
 set -euo pipefail
 
 source_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
-build_dir=${BUILD_DIR:-$source_dir/build-sanitize}
+build_dir=${SANITIZE_BUILD_DIR:-$source_dir/build-sanitize}
 reports=$build_dir/sanitizer-reports
 
 cmake -S "$source_dir" -B "$build_dir" -DP11SMIME_SANITIZE=ON \

@@ -71,7 +71,8 @@ write("cms-wrong-type", replace_signature(der=base64.b64decode(
     re.search(rb"(?s)\n\r?\n(MII.*)", encrypted).group(1))))
 write("base64-malformed", replace_signature(body=b"!!!! not base64 at all ****\n@@@@\n"))
 write("quoted-printable-malformed", replace_signature(
-    body=b"=ZZ=0=\n=G1 broken soft break =\n=", headers=b"Content-Transfer-Encoding: quoted-printable"))
+    body=b"=ZZ=0=\n=G1 broken soft break =\n=",
+    headers=b"Content-Transfer-Encoding: quoted-printable"))
 write("signature-part-text-plain",
       signed.replace(b"Content-Type: application/pkcs7-signature", b"Content-Type: text/plain", 1))
 write("signature-part-no-content-type",

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # PIN safety: the fault module reports the token's PIN state flags and counts C_Login calls.
-# A PIN is never retried, the final try is spent only by a person at a terminal, a locked
-# PIN is not tried, the PIN shows up in no output, and a PIN file that others can read gets
-# a warning.
+# A PIN is never retried. The final try is spent only by a person at a terminal, and a locked
+# PIN is not tried. The PIN shows up in no output, and a PIN file that others can read gets a
+# warning.
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -97,8 +97,8 @@ expect_p11smime_error "CKF_USER_PIN_LOCKED"
 [[ $(logins) == 0 ]] || fail "a locked PIN was tried: $(logins) C_Login calls"
 
 step "few tries left gives a warning and signs"
-# SoftHSM 2.6.1 sets CKF_USER_PIN_COUNT_LOW itself after a wrong PIN, so the warning alone
-# would not show that the fault module's flag arrived; the earlier steps show that.
+# SoftHSM 2.6.1 sets CKF_USER_PIN_COUNT_LOW itself after a wrong PIN, so this warning alone
+# does not show that the fault module's flag arrived. The final-try and locked steps show it.
 set_faults "C_GetTokenInfo flags CKF_USER_PIN_COUNT_LOW"
 sign_with 0 "$TEST_TMP/pin.txt"
 expect_stderr_contains "few PIN tries left"

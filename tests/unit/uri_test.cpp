@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "common/error.h"
 #include "token/uri.h"
 
@@ -91,4 +94,29 @@ TEST_CASE("uri parse errors hide pin-value") {
     } catch (const p11smime::Error &error) {
         CHECK(std::string(error.what()).find("271828") == std::string::npos);
     }
+}
+
+TEST_CASE("uri fuzz regression inputs round trip") {
+    // Inputs that once failed fuzz_uri: a NUL byte that cut the text short, and an empty id.
+    for (const char *name : {"nul-byte", "empty-id"}) {
+        std::ifstream file(std::string(TEST_DATA_DIR) + "/fuzz/uri/" + name, std::ios::binary);
+        REQUIRE(file);
+        std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+        CAPTURE(name);
+        try {
+            Pkcs11Uri uri = Pkcs11Uri::parse(text);
+            Pkcs11Uri again = Pkcs11Uri::parse(uri.to_string());
+            CHECK(again.id == uri.id);
+            CHECK(again.object == uri.object);
+        } catch (const p11smime::Error &error) {
+            CHECK(text.find('\0') != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("uri empty id survives formatting") {
+    Pkcs11Uri uri = Pkcs11Uri::parse("pkcs11:id=");
+    REQUIRE(uri.id.has_value());
+    CHECK(uri.id->empty());
+    CHECK(Pkcs11Uri::parse(uri.to_string()).id == uri.id);
 }

@@ -22,7 +22,7 @@ std::optional<unsigned long> pkcs11_return_value(const Error &error) {
         return std::nullopt;
 
     // libp11 queues a CKR_ value as the reason of an error in a library whose number it
-    // registers at run time; libp11 must be loaded, which it is once a key was opened.
+    // registers at run time, which happens once a key was opened.
     int library = ERR_get_CKR_code();
     std::optional<unsigned long> rv;
     for (unsigned long code : openssl->error_codes())

@@ -37,9 +37,9 @@ struct RecoveryOptions {
 
 // A token key that survives the loss of its token. libp11 0.4.12 keeps dead session handles
 // in its pool and crashes when it re-enumerates more than one slot, so recovery does not
-// repair the old context: it frees the key, releases the slots, unloads and frees the libp11
-// context, then loads the module afresh and logs in again (the PIN is read again from its
-// source). The interface is meant for batch signing and a mail filter daemon.
+// repair the old context. It frees the key, releases the slots, unloads and frees the libp11
+// context, then loads the module afresh and logs in again with the PIN read again from its
+// source. The interface is meant for batch signing and a mail filter daemon.
 //
 // Not thread-safe: one thread at a time may call run().
 class RecoveringTokenKey {

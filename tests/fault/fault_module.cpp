@@ -1,5 +1,5 @@
 // A PKCS#11 module for tests that forwards every call to a real module (SoftHSM) and makes
-// chosen calls fail with chosen CKR_ values, to simulate a token that is pulled out, an HSM
+// chosen calls fail with chosen CKR_ values. It simulates a token that is pulled out, an HSM
 // that restarts or sessions that are closed under the caller.
 //
 // Environment, read when the module is loaded:
@@ -93,8 +93,8 @@ struct Rule {
     CK_FLAGS flags = 0;
 };
 
-// Parses one control line; returns nothing for blank lines, comments and unknown words, so
-// a typo fails the test that relies on the rule rather than the module.
+// Parses one control line. Returns nothing for blank lines, comments and unknown words, so a
+// misspelt rule has no effect and the test that relies on it fails.
 std::optional<Rule> parse_rule(const std::string &line) {
     std::istringstream words(line.substr(0, line.find('#')));
     Rule rule;

@@ -18,6 +18,7 @@
 #include "cms/sign.h"
 #include "cms/verify.h"
 #include "common/error.h"
+#include "token/recovery.h"
 #include "token/token.h"
 
 namespace p11smime::cli {
@@ -177,6 +178,7 @@ VerifyOptions verify_options(const VerifyCommandOptions &options) {
     verify.system_ca = !options.no_system_ca;
     verify.sender_check = !options.no_sender_check;
     verify.signer_certificate_files = options.signer_certs;
+    verify.allow_sha1 = options.allow_sha1;
     add_trust_settings(options, verify);
     return verify;
 }
@@ -228,7 +230,7 @@ int run_sign(const SignCommandOptions &options) {
                                   !certificate_file);
     X509 *certificate = certificate_file ? certificate_file.get() : key.certificate();
     if (X509_check_private_key(certificate, key.key()) != 1)
-        throw OpensslError("the certificate does not belong to key '" + options.key + "'",
+        throw OpensslError("the certificate does not belong to key '" + key_uri.to_string() + "'",
                            "pass the matching certificate with --cert");
     append_chain(key.chain(), options.chain);
     warn_about_signer(certificate, message);
@@ -332,12 +334,24 @@ class TokenKeyLookup {
         return {keys_.back().key(), keys_.back().certificate()};
     }
 
+    // Throws Pkcs11Error when the token of a key that was used no longer answers, so that a
+    // token pulled out during decryption is reported as such. A token that answers says
+    // nothing about the ciphertext, so this adds no padding oracle.
+    void check_tokens() const {
+        for (const auto &key : keys_)
+            if (unsigned long rv = key.probe(); is_token_lost(rv))
+                throw Pkcs11Error(rv, "decrypting with the key of " +
+                                          subject_text(key.certificate()),
+                                  "", "check the token and run the command again");
+    }
+
   private:
     DecryptionKey open_named_key(const std::function<bool(X509 *)> &is_recipient,
                                  const std::vector<std::string> &recipients) {
         TokenKey key = open_token_key(Pkcs11Uri::parse(*options_.key), std::nullopt, token_);
         if (!is_recipient(key.certificate()))
-            throw Error("key '" + *options_.key + "' (" + subject_text(key.certificate()) +
+            throw Error("key '" + without_pin_value(*options_.key) + "' (" +
+                            subject_text(key.certificate()) +
                             ") is not a recipient of this message, which is encrypted to: " +
                             joined_recipients(recipients),
                         "name the key of one of these recipients, or leave out --key");
@@ -366,6 +380,7 @@ int run_decrypt(const DecryptCommandOptions &options) {
         print_decrypt_text(std::cerr, result);
 
     if (!result.valid) {
+        lookup.check_tokens();
         if (const char *debug = std::getenv("P11SMIME_DEBUG"); debug && *debug &&
                                                                !result.detail.empty())
             std::cerr << "p11smime: debug: " << result.detail << "\n";

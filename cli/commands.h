@@ -61,6 +61,7 @@ struct VerifyCommandOptions {
     int timeout_seconds = 5;
     std::optional<std::string> cache_dir;
     std::optional<std::string> learn_dir; // verify only
+    bool allow_sha1 = false;
     bool json = false;
     std::optional<std::string> in;
     std::optional<std::string> out;

@@ -17,28 +17,43 @@
 
 #include <openssl/crypto.h>
 
+#include "cms/limits.h"
 #include "common/error.h"
 
 namespace p11smime::cli {
 
-std::string read_input(const std::optional<std::string> &path) {
-    if (!path || *path == "-") {
-        std::ostringstream buffer;
-        buffer << std::cin.rdbuf();
-        if (std::cin.bad())
-            throw Error("cannot read standard input");
-        return buffer.str();
+namespace {
+
+// Reads at most max_message_size + 1 bytes from stream, so an endless or huge input costs no
+// more memory than the largest message p11smime accepts.
+std::string read_bounded(std::istream &stream, const std::string &name) {
+    std::string data;
+    char chunk[65536];
+    while (stream && data.size() <= max_message_size) {
+        stream.read(chunk, sizeof chunk);
+        data.append(chunk, static_cast<size_t>(stream.gcount()));
     }
+    if (stream.bad())
+        throw Error("cannot read " + name);
+    if (data.size() > max_message_size)
+        throw Error(name + " is larger than the limit of " +
+                        std::to_string(max_message_size / (1024 * 1024)) + " MiB",
+                    "p11smime handles messages up to that size");
+    return data;
+}
+
+} // namespace
+
+std::string read_input(const std::optional<std::string> &path) {
+    if (!path || *path == "-")
+        return read_bounded(std::cin, "standard input");
     struct stat status {};
     if (stat(path->c_str(), &status) == 0 && S_ISDIR(status.st_mode))
         throw Error("input '" + *path + "' is a directory", "give --in a message file");
     std::ifstream file(*path, std::ios::binary);
     if (!file)
         throw Error("cannot open input file '" + *path + "': " + std::strerror(errno));
-    std::string data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    if (file.bad())
-        throw Error("cannot read input file '" + *path + "'");
-    return data;
+    return read_bounded(file, "input file '" + *path + "'");
 }
 
 namespace {

@@ -8,7 +8,8 @@
 
 namespace p11smime::cli {
 
-// Reads a whole file, or standard input when path is empty or "-". Throws Error naming it.
+// Reads a whole file, or standard input when path is empty or "-". Throws Error naming it,
+// also when it is larger than max_message_size (cms/limits.h).
 std::string read_input(const std::optional<std::string> &path);
 
 // Writes data to a file atomically (a temporary file in the same folder, then rename), or to

@@ -7,6 +7,7 @@
 #include "cli/sendmail.h"
 #include "cli/token_commands.h"
 #include "common/error.h"
+#include "token/recovery.h"
 
 using namespace p11smime;
 using namespace p11smime::cli;
@@ -81,6 +82,8 @@ void add_verify_checks(CLI::App *command, VerifyCommandOptions &options) {
     command->add_option("--signer-cert", options.signer_certs,
                         "signer certificate file, for signatures that do not include it");
     add_trust_options(command, options);
+    command->add_flag("--allow-sha1", options.allow_sha1,
+                      "accept SHA-1 signatures, with a warning (default: reject them)");
 }
 
 CLI::App *add_list(CLI::App &app, ListOptions &options) {
@@ -236,10 +239,21 @@ int run_command(const Commands &commands) {
     throw Error("no command given", "see 'p11smime --help'");
 }
 
+// Returns the error's hint, or for a token that went away mid-operation a hint that says so.
+std::string hint_for(const Error &error) {
+    if (!error.hint().empty())
+        return error.hint();
+    std::optional<unsigned long> rv = pkcs11_return_value(error);
+    if (rv && is_token_lost(*rv))
+        return "the token was removed or stopped answering (" + ckr_name(*rv) +
+               "); check it and run the command again";
+    return {};
+}
+
 void print_error(const Error &error) {
     std::cerr << "p11smime: error: " << error.what() << "\n";
-    if (!error.hint().empty())
-        std::cerr << "p11smime: hint: " << error.hint() << "\n";
+    if (std::string hint = hint_for(error); !hint.empty())
+        std::cerr << "p11smime: hint: " << hint << "\n";
 }
 
 } // namespace

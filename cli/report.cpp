@@ -136,6 +136,7 @@ json signer_json(const SignerReport &signer) {
             {"notes", signer.notes},
             {"date_note", signer.date_note},
             {"capabilities", signer.capabilities},
+            {"algorithm_error", signer.algorithm_error},
             {"revocation", revocation_json(signer.revocation)}};
 }
 

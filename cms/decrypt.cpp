@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 
 #include "cms/gmime_ptr.h"
+#include "cms/limits.h"
 #include "cms/mime.h"
 #include "common/error.h"
 #include "common/ossl.h"
@@ -288,6 +289,7 @@ DecryptResult Unwrapper::run(const std::string &message) {
 
 DecryptResult decrypt_message(const std::string &message, const KeyLookup &lookup,
                               const VerifyOptions &verify_options, bool verify) {
+    check_message_size(message);
     Unwrapper unwrapper(lookup, verify_options, verify);
     return unwrapper.run(message);
 }

@@ -22,7 +22,8 @@ struct FormatOptionsDeleter {
 using FormatOptionsPtr = std::unique_ptr<GMimeFormatOptions, FormatOptionsDeleter>;
 
 // Parses bytes held in memory into a GMime message. The returned message keeps its own copy of
-// the bytes. Returns null when GMime finds no message.
+// the bytes. Returns null when GMime finds no message. Throws Error when the message exceeds
+// a bound of cms/limits.h, before parsing where the bound allows.
 GPtr<GMimeMessage> parse_message(const std::string &message);
 
 // Writes object with CRLF line endings into a string.

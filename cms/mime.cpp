@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "cms/gmime_ptr.h"
+#include "cms/limits.h"
 #include "common/error.h"
 
 namespace p11smime {
@@ -17,12 +18,65 @@ void ensure_gmime_initialised() {
     std::call_once(once, [] { g_mime_init(); });
 }
 
+namespace {
+
+struct ParserOptionsDeleter {
+    void operator()(GMimeParserOptions *options) const noexcept {
+        g_mime_parser_options_free(options);
+    }
+};
+
+using ParserOptionsPtr = std::unique_ptr<GMimeParserOptions, ParserOptionsDeleter>;
+
+// Records GMime's report that it stopped descending into nested message/rfc822 parts.
+void note_nesting_overflow(gint64, GMimeParserWarning warning, const gchar *, gpointer flag) {
+    if (warning == GMIME_CRIT_NESTING_OVERFLOW)
+        *static_cast<bool *>(flag) = true;
+}
+
+// Returns the nesting depth of object: 1 for a leaf part. Stops counting past limit, so a
+// hostile tree costs no more than limit levels of recursion.
+int mime_depth(GMimeObject *object, int limit) {
+    if (limit <= 0)
+        return 1;
+    int deepest = 0;
+    if (GMIME_IS_MULTIPART(object)) {
+        GMimeMultipart *multipart = GMIME_MULTIPART(object);
+        for (int i = 0; i < g_mime_multipart_get_count(multipart) && deepest < limit; ++i)
+            deepest = std::max(deepest,
+                               mime_depth(g_mime_multipart_get_part(multipart, i), limit - 1));
+    } else if (GMIME_IS_MESSAGE_PART(object)) {
+        GMimeMessage *inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(object));
+        GMimeObject *body = inner ? g_mime_message_get_mime_part(inner) : nullptr;
+        if (body)
+            deepest = mime_depth(body, limit - 1);
+    }
+    return deepest + 1;
+}
+
+void check_mime_depth(GMimeMessage *message, bool overflow) {
+    GMimeObject *body = message ? g_mime_message_get_mime_part(message) : nullptr;
+    if (overflow || (body && mime_depth(body, max_mime_depth) > max_mime_depth))
+        throw Error("the message nests MIME parts more than " + std::to_string(max_mime_depth) +
+                        " levels deep",
+                    "p11smime rejects deeper nesting, which no mail client produces");
+}
+
+} // namespace
+
 GPtr<GMimeMessage> parse_message(const std::string &message) {
+    check_message_limits(message);
     ensure_gmime_initialised();
     GPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(
         const_cast<char *>(message.data()), message.size()));
     GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-    return GPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
+
+    bool overflow = false;
+    ParserOptionsPtr options(g_mime_parser_options_new());
+    g_mime_parser_options_set_warning_callback(options.get(), note_nesting_overflow, &overflow);
+    GPtr<GMimeMessage> parsed(g_mime_parser_construct_message(parser.get(), options.get()));
+    check_mime_depth(parsed.get(), overflow);
+    return parsed;
 }
 
 std::string write_object_crlf(GMimeObject *object) {
@@ -126,6 +180,10 @@ SplitMessage split_message(const std::string &message) {
         header_end = message.rfind('\n', body_start - 2) + 1;
     for (size_t i = 0; i < positions.size(); ++i) {
         size_t end = i + 1 < positions.size() ? positions[i + 1].offset : header_end;
+        if (end - positions[i].offset > max_header_field_size)
+            throw Error("header field " + positions[i].name + " is longer than " +
+                            std::to_string(max_header_field_size) + " bytes",
+                        "p11smime rejects header fields over that size");
         RawHeader header{positions[i].name,
                          message.substr(positions[i].offset, end - positions[i].offset)};
         (is_content_header(header.name) ? split.content_headers : split.routing_headers)

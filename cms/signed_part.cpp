@@ -139,6 +139,22 @@ void check_protocol(GMimeObject *object) {
                 "S/MIME signatures use protocol=\"application/pkcs7-signature\"");
 }
 
+// RFC 8551 section 3.5.3 requires application/pkcs7-signature for the second part; the
+// x-pkcs7 form is what older clients write. Anything else is not an S/MIME signature, and
+// decoding it as CMS would only produce a confusing error.
+void check_signature_type(GMimeObject *signature) {
+    GMimeContentType *type = g_mime_object_get_content_type(signature);
+    if (g_mime_content_type_is_type(type, "application", "pkcs7-signature") ||
+        g_mime_content_type_is_type(type, "application", "x-pkcs7-signature"))
+        return;
+    char *text = g_mime_content_type_get_mime_type(type);
+    std::string name = text ? text : "no content type";
+    g_free(text);
+    throw Error("the second part of multipart/signed is " + name +
+                    " instead of application/pkcs7-signature",
+                "the message is not S/MIME signed, or its signature part is mislabelled");
+}
+
 SignedPart read_multipart_signed(const std::string &message, const Found &found) {
     check_protocol(found.object);
     GMimeMultipart *multipart = GMIME_MULTIPART(found.object);
@@ -150,6 +166,7 @@ SignedPart read_multipart_signed(const std::string &message, const Found &found)
     GMimeObject *signature = g_mime_multipart_get_part(multipart, 1);
     if (!GMIME_IS_PART(signature))
         throw Error("the signature part of multipart/signed is not a leaf part");
+    check_signature_type(signature);
 
     SignedPart result;
     result.part = found.part;

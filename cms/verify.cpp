@@ -150,6 +150,18 @@ CmsPtr parse_cms(const std::string &der) {
     return cms;
 }
 
+// Returns a BIO that reads content. OpenSSL 3.0's CMS_verify copies the content of a memory
+// BIO and leaks the copy when CMS_dataInit fails, as on a SignedData with an empty
+// digestAlgorithms SET; a buffer BIO in front is not a memory BIO, so no copy is made.
+BioPtr content_bio(const std::string &content) {
+    BioPtr memory(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
+    BioPtr buffer(BIO_new(BIO_f_buffer()));
+    if (!memory || !buffer)
+        throw OpensslError("cannot allocate a buffer");
+    BIO_push(buffer.get(), memory.release());
+    return buffer;
+}
+
 // Checks the signature value over the content, but not the certificate, so that a path
 // failure and a content failure are reported as what they are.
 bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedPart &part,
@@ -158,8 +170,7 @@ bool check_signature(CMS_ContentInfo *cms, STACK_OF(X509) * extra, const SignedP
     BioPtr data;
     if (!part.opaque) {
         flags |= CMS_DETACHED;
-        data.reset(BIO_new_mem_buf(part.signed_content.data(),
-                                   static_cast<int>(part.signed_content.size())));
+        data = content_bio(part.signed_content);
     }
     BioPtr out(BIO_new(BIO_s_mem()));
     clear_openssl_errors();
@@ -252,6 +263,56 @@ void check_signer_trust(CMS_SignerInfo *info, X509 *certificate, X509_STORE *sto
         report.revocation = revocation.check(chain.get(), at, store, untrusted);
 }
 
+// Smallest RSA or DSA signer key accepted, in bits: under it a key gives less than the 112-bit
+// security that NIST SP 800-131A requires for signatures since 2014.
+constexpr int min_signer_key_bits = 2048;
+
+int digest_of(const X509_ALGOR *digest, const X509_ALGOR *signature) {
+    const ASN1_OBJECT *object = nullptr;
+    if (digest) {
+        X509_ALGOR_get0(&object, nullptr, nullptr, digest);
+        if (int nid = OBJ_obj2nid(object); nid != NID_undef)
+            return nid;
+    }
+    int digest_nid = NID_undef;
+    if (signature) {
+        X509_ALGOR_get0(&object, nullptr, nullptr, signature);
+        OBJ_find_sigid_algs(OBJ_obj2nid(object), &digest_nid, nullptr);
+    }
+    return digest_nid;
+}
+
+// Returns why the SignerInfo's digest or the signer's key is too weak, or an empty string.
+// MD2, MD4 and MD5 have practical collisions and are always rejected. SHA-1 has
+// chosen-prefix collisions (Leurent and Peyrin, 2020), so it passes only when allowed, and
+// then with a warning. A signature algorithm that names a digest (sha1WithRSAEncryption) is
+// checked as well as digestAlgorithm.
+std::string check_algorithms(CMS_SignerInfo *info, const VerifyOptions &options,
+                             VerifyResult &result) {
+    X509 *certificate = nullptr;
+    X509_ALGOR *digest = nullptr;
+    X509_ALGOR *signature = nullptr;
+    CMS_SignerInfo_get0_algs(info, nullptr, &certificate, &digest, &signature);
+
+    int digest_nid = digest_of(digest, signature);
+    if (digest_nid == NID_md5 || digest_nid == NID_md4 || digest_nid == NID_md2)
+        return std::string("the signature uses the broken digest ") + OBJ_nid2sn(digest_nid);
+    if (digest_nid == NID_sha1 && !options.allow_sha1)
+        return "the signature uses SHA-1, which is rejected unless --allow-sha1 is given";
+    if (digest_nid == NID_sha1)
+        result.warnings.push_back("the signature uses SHA-1, which is accepted only because "
+                                  "of --allow-sha1");
+
+    EVP_PKEY *key = certificate ? X509_get0_pubkey(certificate) : nullptr;
+    int type = key ? EVP_PKEY_get_base_id(key) : EVP_PKEY_NONE;
+    bool rsa_or_dsa = type == EVP_PKEY_RSA || type == EVP_PKEY_RSA_PSS || type == EVP_PKEY_DSA;
+    if (rsa_or_dsa && EVP_PKEY_get_bits(key) < min_signer_key_bits)
+        return "the signer's " + std::string(type == EVP_PKEY_DSA ? "DSA" : "RSA") + " key has " +
+               std::to_string(EVP_PKEY_get_bits(key)) + " bits, fewer than " +
+               std::to_string(min_signer_key_bits);
+    return {};
+}
+
 void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_valid,
                    const VerifyOptions &options, const std::vector<std::string> &from_addresses,
                    VerifyResult &result) {
@@ -270,6 +331,7 @@ void check_signers(CMS_ContentInfo *cms, STACK_OF(X509) * extra, bool signature_
         CMS_SignerInfo *info = sk_CMS_SignerInfo_value(infos, i);
         SignerReport report = describe_signer(info);
         report.signature_valid = signature_valid;
+        report.algorithm_error = check_algorithms(info, options, result);
         X509 *certificate = nullptr;
         CMS_SignerInfo_get0_algs(info, nullptr, &certificate, nullptr, nullptr);
         if (certificate) {
@@ -293,6 +355,8 @@ void collect_failures(const VerifyOptions &options, VerifyResult &result) {
     for (const auto &signer : result.signers) {
         std::string who =
             signer.subject.empty() ? "the signer" : "signer '" + signer.subject + "'";
+        if (!signer.algorithm_error.empty())
+            result.failures.push_back(signer.algorithm_error);
         if (!signer.subject.empty() && !signer.certificate_valid)
             result.failures.push_back("certificate of " + who + " is not valid at " +
                                       signer.validation_time + ": " + signer.certificate_error);

@@ -25,6 +25,7 @@ struct VerifyOptions {
     AtTime at_time;                 // when the path is validated: now, signingTime or a date
     RevocationOptions revocation;   // local CRLs and online checks
     bool date_mismatch_fails = false; // Date header and signingTime too far apart: a failure
+    bool allow_sha1 = false; // accept SHA-1 signatures, with a warning
 };
 
 // What was found about one SignerInfo.
@@ -53,6 +54,7 @@ struct SignerReport {
                                         // unreadable
     std::string certificate_der;        // the signer certificate, for `verify --learn`
     std::vector<std::string> capabilities; // SMIMECapabilities OIDs, most preferred first
+    std::string algorithm_error; // why the digest or the signer key is too weak, or empty
 };
 
 struct VerifyResult {
@@ -71,10 +73,11 @@ struct VerifyResult {
 // multipart/mixed) or an opaque application/pkcs7-mime signed-data. The digest comes from the
 // SignerInfo, never from micalg. Checks the path to the trust anchors at options.at_time, its
 // revocation as options.revocation sets, the S/MIME signing purpose (key usage and extended
-// key usage) and, unless disabled, the From address. The Date header is compared with
-// signingTime. A failed check is reported in the result; Error is thrown only when the input
-// cannot be read as S/MIME (no signature found, malformed MIME or CMS) or a CRL file cannot be
-// read.
+// key usage), the digest and signer key strength (no MD5, no SHA-1 unless allowed, no RSA or
+// DSA key under 2048 bits) and, unless disabled, the From address. The Date header is
+// compared with signingTime. A failed check is reported in the result; Error is thrown only
+// when the input cannot be read as S/MIME (no signature found, malformed MIME or CMS) or a
+// CRL file cannot be read.
 VerifyResult verify_message(const std::string &message, const VerifyOptions &options);
 
 // Returns the SHA-1 fingerprint of certificate in uppercase hex, the certificate ID that gpgsm

@@ -18,6 +18,9 @@ readonly PACKAGES=(
     # PC/SC tests: a private pcscd with a virtual reader and card, in their own namespaces
     pcscd vsmartcard-vpcd vsmartcard-vpicc python3-virtualsmartcard python3-pycryptodome
     iproute2
+    # fuzzing (clang and its libFuzzer runtime) and sanitizer reports (llvm-symbolizer);
+    # script(1) from bsdutils gives the PIN tests a terminal
+    clang libclang-rt-14-dev llvm bsdutils
 )
 
 missing=()

@@ -32,19 +32,20 @@ Pkcs11Context::Pkcs11Context(const std::string &path) : path_(path) {
     if (!ctx_)
         throw OpensslError("cannot create a libp11 context");
 
+    // OpensslError keeps the CKR_ value of a failed C_Initialize or C_GetSlotList, so that a
+    // recovering process can tell an absent HSM from a missing module file.
     if (PKCS11_CTX_load(ctx_, path.c_str()) != 0) {
-        std::string reasons = drain_openssl_errors();
+        OpensslError error("cannot load PKCS#11 module '" + path + "'",
+                           "install the module or name another with --module PATH");
         PKCS11_CTX_free(ctx_);
-        throw Error("cannot load PKCS#11 module '" + path + "'" +
-                        (reasons.empty() ? "" : ": " + reasons),
-                    "install the module or name another with --module PATH");
+        throw error;
     }
 
     if (PKCS11_enumerate_slots(ctx_, &slots_, &slot_count_) != 0) {
-        std::string reasons = drain_openssl_errors();
+        OpensslError error("cannot list the slots of PKCS#11 module '" + path + "'");
         PKCS11_CTX_unload(ctx_);
         PKCS11_CTX_free(ctx_);
-        throw Error("cannot list the slots of PKCS#11 module '" + path + "': " + reasons);
+        throw error;
     }
 }
 

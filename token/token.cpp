@@ -206,7 +206,7 @@ PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
     std::string names;
     for (const PKCS11_KEY *key : found)
         names += (names.empty() ? "" : ", ") + describe_key(*key);
-    throw Error("key URI '" + uri.to_display_string() + "' matches " +
+    throw Error("key URI '" + uri.to_string() + "' matches " +
                     std::to_string(found.size()) + " private keys: " + names,
                 "add object= or id= to the URI to name one key");
 }
@@ -216,7 +216,7 @@ PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
 FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptions &options) {
     std::vector<PKCS11_SLOT *> slots = matching_slots(context, uri);
     if (slots.empty())
-        throw Error("no token matching '" + uri.to_display_string() + "' in module '" +
+        throw TokenNotFoundError("no token matching '" + uri.to_string() + "' in module '" +
                         context.path() + "'",
                     "insert the token, or run 'p11smime list' to see the tokens present");
 
@@ -229,7 +229,7 @@ FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptio
     }
 
     if (need_login.size() > 1)
-        throw Error("key URI '" + uri.to_display_string() + "' matches " +
+        throw Error("key URI '" + uri.to_string() + "' matches " +
                         std::to_string(need_login.size()) + " tokens that need a login",
                     "add token= or serial= to the URI so only one token gets the PIN");
 
@@ -238,7 +238,7 @@ FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptio
         if (PKCS11_KEY *key = find_private_key(need_login[0], uri))
             return {need_login[0], key};
     }
-    throw Error("no private key matching '" + uri.to_display_string() + "'",
+    throw Error("no private key matching '" + uri.to_string() + "'",
                 "run 'p11smime list --login' to see the keys and their URIs");
 }
 
@@ -264,7 +264,7 @@ X509Ptr find_certificate(PKCS11_SLOT *slot, PKCS11_KEY *key,
     }
 
     if (certificate_uri)
-        throw Error("no certificate matching '" + certificate_uri->to_display_string() + "'",
+        throw Error("no certificate matching '" + certificate_uri->to_string() + "'",
                     "run 'p11smime list' to see the certificates and their URIs");
     throw Error("token '" + token_label(slot->token) +
                     "' has no certificate with the key's CKA_ID " + hex_id(key->id, key->id_len),
@@ -332,19 +332,30 @@ std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Ur
     return result;
 }
 
-TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
-                   X509StackPtr chain)
-    : context_(std::move(context)), key_(std::move(key)), certificate_(std::move(certificate)),
-      chain_(std::move(chain)) {}
+TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, PKCS11_SLOT *slot, EvpPkeyPtr key,
+                   X509Ptr certificate, X509StackPtr chain)
+    : context_(std::move(context)), slot_(slot), key_(std::move(key)),
+      certificate_(std::move(certificate)), chain_(std::move(chain)) {}
 
 TokenKey::~TokenKey() = default;
 TokenKey::TokenKey(TokenKey &&) noexcept = default;
 TokenKey &TokenKey::operator=(TokenKey &&) noexcept = default;
 
+unsigned long TokenKey::probe() const {
+    clear_openssl_errors();
+    unsigned char byte = 0;
+    if (PKCS11_generate_random(slot_, &byte, 1) == 0)
+        return CKR_OK;
+    unsigned long rv = take_ckr_code();
+    if (rv == CKR_RANDOM_NO_RNG || rv == CKR_FUNCTION_NOT_SUPPORTED)
+        return CKR_OK;
+    return rv;
+}
+
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token) {
     if (key_uri.type && *key_uri.type != "private")
-        throw Error("key URI '" + key_uri.to_display_string() + "' names type=" + *key_uri.type,
+        throw Error("key URI '" + key_uri.to_string() + "' names type=" + *key_uri.type,
                     "use the URI of a private key (type=private)");
 
     auto context = std::make_shared<Pkcs11Context>(choose_module(&key_uri, options));
@@ -361,7 +372,8 @@ TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri>
 
     X509StackPtr chain = certificate ? token_chain(found.slot, certificate.get())
                                      : X509StackPtr(sk_X509_new_null());
-    return TokenKey(std::move(context), std::move(key), std::move(certificate), std::move(chain));
+    return TokenKey(std::move(context), found.slot, std::move(key), std::move(certificate),
+                    std::move(chain));
 }
 
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options) {
@@ -372,7 +384,7 @@ X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options
         for (PKCS11_CERT *cert : token_certificates(slot))
             if (certificate_matches(certificate_uri, *cert))
                 return copy_certificate(cert->x509);
-    throw Error("no certificate matching '" + uri.to_display_string() + "'",
+    throw Error("no certificate matching '" + uri.to_string() + "'",
                 "run 'p11smime list' to see the certificates and their URIs");
 }
 

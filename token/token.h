@@ -13,6 +13,8 @@
 #include "token/pin.h"
 #include "token/uri.h"
 
+struct PKCS11_slot_st; // libp11's PKCS11_SLOT
+
 namespace p11smime {
 
 // Error raised by a PKCS#11 call. The message names the CKR_ value, the operation and the
@@ -143,14 +145,21 @@ struct RegisteredModules {
 // Loads and initialises each module registered with p11-kit, then releases them again.
 RegisteredModules registered_modules();
 
+// Error raised when no token matches a URI, as when the token is not inserted. A process that
+// recovers from a lost token waits and tries again on this error.
+class TokenNotFoundError : public Error {
+  public:
+    using Error::Error;
+};
+
 class Pkcs11Context;
 
 // A private key on a token with its certificate. key() performs its private operations on the
 // token; the module stays loaded and logged in while this object lives.
 class TokenKey {
   public:
-    TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
-             X509StackPtr chain);
+    TokenKey(std::shared_ptr<Pkcs11Context> context, PKCS11_slot_st *slot, EvpPkeyPtr key,
+             X509Ptr certificate, X509StackPtr chain);
     ~TokenKey();
     TokenKey(TokenKey &&) noexcept;
     TokenKey &operator=(TokenKey &&) noexcept;
@@ -161,9 +170,15 @@ class TokenKey {
     // The token's other certificates that certify certificate(), nearest issuer first.
     STACK_OF(X509) * chain() const { return chain_.get(); }
 
+    // Checks that the token still answers: asks it for a random byte (C_GenerateRandom) in a
+    // session from libp11's pool. Returns CKR_OK when it answers, also when it has no random
+    // number generator, and otherwise the CKR_ value of the failure.
+    unsigned long probe() const;
+
   private:
     // Declared first, so it is destroyed last: the key needs the loaded module.
     std::shared_ptr<Pkcs11Context> context_;
+    PKCS11_slot_st *slot_; // owned by context_
     EvpPkeyPtr key_;
     X509Ptr certificate_;
     X509StackPtr chain_;
@@ -171,9 +186,9 @@ class TokenKey {
 
 // Opens the token named by key_uri, logs in, and returns its private key. The certificate is
 // the one named by certificate_uri, or else the token certificate with the key's CKA_ID; with
-// certificate_on_token false the caller supplies it and certificate() is null. Throws Error when
-// the token, key or certificate is not found, and Pkcs11Error when a PKCS#11 call fails. A
-// rejected PIN is never retried.
+// certificate_on_token false the caller supplies it and certificate() is null. Throws
+// TokenNotFoundError when no token matches, Error when the key or certificate is not found,
+// and Pkcs11Error when a PKCS#11 call fails. A rejected PIN is never retried.
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token = true);
 

@@ -6,11 +6,13 @@ readonly PACKAGES=(
     # build
     g++ cmake make pkg-config
     libssl-dev libp11-dev libp11-kit-dev libgmime-3.0-dev
-    libcli11-dev nlohmann-json3-dev doctest-dev
+    libcli11-dev nlohmann-json3-dev doctest-dev libmilter-dev
     # tokens
     p11-kit softhsm2 opensc libengine-pkcs11-openssl
     # interoperability and test tools
     openssl gpgsm libnss3-tools python3 ca-certificates
+    # the milter's end-to-end test runs a private Postfix instance and sends with swaks
+    postfix swaks
 )
 
 missing=()
@@ -29,6 +31,10 @@ if ((EUID != 0)); then
     sudo_command=(sudo)
 fi
 echo "p11smime: installing ${missing[*]}" >&2
+# Postfix asks how to configure the system instance; "No configuration" writes no main.cf
+# and starts nothing. The tests run their own instance.
+echo "postfix postfix/main_mailer_type select No configuration" |
+    "${sudo_command[@]}" debconf-set-selections
 "${sudo_command[@]}" apt-get update -q
 DEBIAN_FRONTEND=noninteractive "${sudo_command[@]}" apt-get install -y -q --no-install-recommends \
     "${missing[@]}"

@@ -418,8 +418,9 @@ Config Parser::interpret(const std::vector<Section> &sections) {
 
 ConfigError::ConfigError(const std::string &file, int line, const std::string &message,
                          std::string hint)
-    : Error(file + ":" + std::to_string(line) + ": " + message, std::move(hint)), file_(file),
-      line_(line) {}
+    : Error(file + (line > 0 ? ":" + std::to_string(line) : "") + ": " + message,
+            std::move(hint)),
+      file_(file), line_(line) {}
 
 std::string KeyReference::identity() const {
     return uri.to_string() + "\n" + (certificate_uri ? certificate_uri->to_string() : "") +

@@ -12,7 +12,8 @@
 
 namespace p11smime::milter {
 
-// Error in a configuration file. what() reads "FILE:LINE: message"; hint() is the fix.
+// Error in a configuration file. what() reads "FILE:LINE: message", or "FILE: message" when
+// the file cannot be read (line 0); hint() is the fix.
 class ConfigError : public Error {
   public:
     ConfigError(const std::string &file, int line, const std::string &message,

@@ -254,7 +254,7 @@ void register_milter(Daemon &daemon, const std::string &socket) {
         throw Error("libmilter rejected the socket '" + socket + "'",
                     "write socket = unix:/PATH or socket = inet:PORT@HOST");
     if (smfi_register(description) != MI_SUCCESS)
-        throw Error("libmilter refused to register the milter");
+        throw Error("smfi_register failed: libmilter rejected the milter description");
     if (smfi_opensocket(true) != MI_SUCCESS)
         throw Error("cannot listen on '" + socket + "'",
                     "check that the port is free or the folder of the unix socket exists "

@@ -13,7 +13,7 @@
 namespace p11smime::milter {
 namespace {
 
-// The three message forms the filter tells apart by the top-level Content-Type.
+// The three message forms that the filter distinguishes by the top-level Content-Type.
 enum class Shape { plain, signed_message, encrypted };
 
 std::string lowercase(std::string text) {
@@ -177,10 +177,11 @@ const SignRule *MessageFilter::sign_rule(std::string &detail) const {
     return nullptr;
 }
 
-// Returns the rules matching the recipients, or none unless every recipient has one: one
-// copy goes to all recipients, so decrypting for some would deliver plaintext to the others.
+// Returns the rules matching the recipients, or none unless every recipient has one, because
+// one copy goes to all recipients and decrypting for some would give the others plaintext.
 std::vector<const DecryptRule *> MessageFilter::decrypt_rules(std::string &detail) const {
     std::vector<const DecryptRule *> rules;
+    std::vector<std::string> uncovered;
     for (const auto &recipient : envelope_.recipients) {
         bool covered = false;
         for (const auto &rule : config_.decrypt_rules) {
@@ -190,13 +191,14 @@ std::vector<const DecryptRule *> MessageFilter::decrypt_rules(std::string &detai
             if (std::find(rules.begin(), rules.end(), &rule) == rules.end())
                 rules.push_back(&rule);
         }
-        if (!covered) {
-            if (!rules.empty() || recipient != envelope_.recipients.front())
-                detail = "recipient " + recipient + " has no decrypt rule";
-            return {};
-        }
+        if (!covered)
+            uncovered.push_back(recipient);
     }
-    return rules;
+    if (uncovered.empty())
+        return rules;
+    if (!rules.empty())
+        detail = "not decrypted: recipient " + uncovered.front() + " has no decrypt rule";
+    return {};
 }
 
 bool MessageFilter::verify_applies() const {

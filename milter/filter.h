@@ -41,11 +41,11 @@ struct FilterResult {
 // Name of the header that marks a decrypted message.
 inline constexpr const char *decrypted_header = "X-P11SMIME-Decrypted";
 
-// Processes one message by the rules of runtime: the first [sign] rule whose senders match
-// the From address signs mail from a trusted client; encrypted mail whose every recipient
-// matches a [decrypt] rule is decrypted; other signed mail is verified when [verify] applies.
-// Authentication-Results fields with this authserv-id and X-P11SMIME-Decrypted fields that
-// arrive with the message are removed, so a sender cannot forge them.
+// Processes one message by the rules of runtime. Encrypted mail whose every recipient matches
+// a [decrypt] rule is decrypted. Otherwise the first [sign] rule whose senders match the From
+// address signs mail from a trusted client, and other signed mail is verified when [verify]
+// applies. Authentication-Results fields with this authserv-id and X-P11SMIME-Decrypted
+// fields that arrive with the message are removed, so a sender cannot forge them.
 FilterResult filter_message(const Runtime &runtime, KeyStore &keys, const Envelope &envelope,
                             const std::vector<HeaderField> &headers, const std::string &body);
 

@@ -233,7 +233,13 @@ void KeyStore::recovery_loop() {
         }
 
         Clock::time_point lost_at = Clock::now();
-        std::chrono::seconds delay(settings_.retry_initial_seconds);
+        std::chrono::seconds delay;
+        std::chrono::seconds max_delay;
+        {
+            std::shared_lock keys_lock(keys_mutex_);
+            delay = std::chrono::seconds(settings_.retry_initial_seconds);
+            max_delay = std::chrono::seconds(settings_.retry_max_seconds);
+        }
         for (int attempt = 1;; ++attempt) {
             if (open_keys()) {
                 auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
@@ -255,7 +261,7 @@ void KeyStore::recovery_loop() {
                             " next_seconds=" + std::to_string(delay.count()));
             if (!wait_for_retry(delay))
                 break;
-            delay = std::min(delay * 2, std::chrono::seconds(settings_.retry_max_seconds));
+            delay = std::min(delay * 2, max_delay);
         }
     }
 }

@@ -21,7 +21,7 @@
 namespace p11smime::milter {
 
 // Raised when the token keys are not open: the token is lost, being reopened, or the PIN was
-// rejected. The milter answers it with a temporary failure, so the MTA keeps the message.
+// rejected. The milter replies with a temporary failure, so the MTA keeps the message.
 class TokenUnavailable : public Error {
   public:
     using Error::Error;
@@ -75,10 +75,10 @@ struct KeyStoreSettings {
 // than that many sessions per key.
 //
 // When a key fails its test operation, the store marks the token lost and a background thread
-// rebuilds the libp11 state: it frees every key and its module context (slots released,
-// module unloaded and freed), then loads the module again and logs in, waiting
-// retry_initial, then twice as long after each failure up to retry_max. A rejected PIN is
-// never retried: the store stays closed until reconfigure().
+// rebuilds the libp11 state. It frees every key and its module context (slots released,
+// module unloaded and freed), then loads the module again and logs in. After a failure it
+// waits retry_initial seconds, then twice as long after each further failure, up to
+// retry_max. A rejected PIN is never retried: the store stays closed until reconfigure().
 //
 // NOTE: each distinct key URI gets its own libp11 context (token/'s open_token_key opens one
 // per key), so all keys are freed and opened together: unloading one context finalises the
@@ -124,8 +124,8 @@ class KeyStore {
     Lease lease();
 
     // Runs a test operation with the key of reference after an operation with it failed. When
-    // the test fails too, marks the token lost, starts recovery and returns false; when it
-    // succeeds, the failure was the message's and it returns true.
+    // the test fails too, marks the token lost, starts recovery and returns false. When it
+    // succeeds, the failure was the message's, and it returns true.
     bool check_key(const Lease &lease, const KeyReference &reference, KeyPurpose purpose);
 
     bool available() const { return available_; }

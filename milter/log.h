@@ -18,7 +18,7 @@ class Logger {
     Logger(const Logger &) = delete;
     Logger &operator=(const Logger &) = delete;
 
-    // Switches between stderr and syslog, as a reloaded configuration asks.
+    // Switches between stderr and syslog, as a reloaded configuration requests.
     void set_target(LogTarget target);
 
     void write(LogLevel level, const std::string &message);

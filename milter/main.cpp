@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -92,7 +93,7 @@ void reload(Daemon &daemon, const std::string &path) {
     }
 }
 
-// Answers signals until SIGTERM or SIGINT, or until libmilter stops on its own.
+// Handles signals until SIGTERM or SIGINT, or until libmilter stops on its own.
 void signal_loop(Daemon &daemon, const std::string &path) {
     for (;;) {
         int number = wait_for_signal();

@@ -38,10 +38,10 @@ struct MessageEdits {
     std::optional<std::string> body; // the new body in CRLF, when it changes
 };
 
-// Computes the edits that turn original into desired: each field of original without an equal
+// Computes the edits that turn original into desired. Each field of original without an equal
 // field (same name ignoring case, same value) in desired is removed, from the last to the
-// first so earlier indexes stay valid, and each unmatched field of desired is appended.
-// Equal fields keep their place. trace fields are inserted at the top, in the given order.
+// first so that earlier indexes stay valid. Each unmatched field of desired is appended, and
+// equal fields keep their place. trace fields are inserted at the top, in the given order.
 MessageEdits compute_edits(const std::vector<HeaderField> &original,
                            const std::vector<HeaderField> &desired,
                            const std::vector<HeaderField> &trace);

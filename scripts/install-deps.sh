@@ -31,8 +31,8 @@ if ((EUID != 0)); then
     sudo_command=(sudo)
 fi
 echo "p11smime: installing ${missing[*]}" >&2
-# Postfix asks how to configure the system instance; "No configuration" writes no main.cf
-# and starts nothing. The tests run their own instance.
+# The postfix package prompts for the type of the system instance. "No configuration"
+# writes no main.cf and starts nothing, because the tests run their own instance.
 echo "postfix postfix/main_mailer_type select No configuration" |
     "${sudo_command[@]}" debconf-set-selections
 "${sudo_command[@]}" apt-get update -q

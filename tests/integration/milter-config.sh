@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# p11smime-milter start-up without an MTA: configuration errors name the file, line and fix;
-# --check opens the keys with one C_Login; a wrong PIN stops the milter after one C_Login;
-# the PIN file can live in systemd's credentials directory; a token that is missing at
-# start-up is opened once it appears.
+# p11smime-milter start-up without an MTA. Configuration errors name the file, line and fix.
+# --check opens the keys with one C_Login, and a wrong PIN stops the milter after one
+# C_Login. The PIN file can be in systemd's credentials directory. A token that is missing
+# at start-up is opened once it appears.
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib-postfix.sh"
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# p11smime-milter behind a real Postfix on loopback: outbound mail is signed (checked with
-# OpenSSL and gpgsm), inbound encrypted mail arrives decrypted with its inner signature
-# verified, and mail sent while the token is unavailable is deferred, then delivered signed
-# once the token is back. Also checks SIGHUP reload and SIGTERM.
+# p11smime-milter behind a real Postfix on loopback. Outbound mail is signed (checked with
+# OpenSSL and gpgsm), and inbound encrypted mail arrives decrypted with its inner signature
+# verified. Mail sent while the token is unavailable is deferred, then delivered signed once
+# the token is back. Also checks SIGHUP reload and SIGTERM.
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib-postfix.sh"
 
@@ -141,8 +141,8 @@ grep -q '^Authentication-Results: gateway.test; smime=pass body.smime-identifier
 
 step "with the token unavailable, mail is deferred, then delivered signed"
 # SoftHSM keeps each token in a folder under its tokendir. Moving that folder away makes
-# every operation on the open key fail (CKR_OBJECT_HANDLE_INVALID) and a fresh
-# C_Initialize fail, even after the folder returns, until the module is loaded again: as
+# every operation on the open key fail (CKR_OBJECT_HANDLE_INVALID), even after the folder
+# returns, until the module is loaded again. A new context finds no token meanwhile. As
 # with a removed card or a restarted HSM, the milter must log in again on a new context.
 token_folder=$(find "$HSM_DIR/tokens" -mindepth 1 -maxdepth 1 -type d)
 mv "$token_folder" "$HSM_DIR/token-away"

@@ -163,6 +163,15 @@ TEST_CASE("config: errors name the file, the line and a fix") {
     }
 }
 
+TEST_CASE("config: the documented example parses") {
+    Config config = load_config(TEST_DATA_DIR "/../../docs/milter.conf.example");
+    CHECK(config.socket == "unix:/var/spool/postfix/p11smime/milter.sock");
+    CHECK(config.sign_rules.size() == 2);
+    CHECK(config.decrypt_rules.size() == 1);
+    CHECK(config.verify.enabled);
+    CHECK(resolve_pin_file(config, "/run/credentials/x") == "/run/credentials/x/token-pin");
+}
+
 TEST_CASE("config: verify alone needs no PIN file") {
     Config config = parse_config("socket = unix:/run/m.sock\n[verify]\n", "test.conf");
     CHECK(config.verify.enabled);

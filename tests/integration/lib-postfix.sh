@@ -3,6 +3,8 @@
 # has its own main.cf, master.cf, queue and data directories under TEST_TMP, and the test
 # stops it, the milter and smtp-sink on exit, also when it fails.
 #
+# EXTRA_MASTER_CF, when set, is appended to master.cf.
+#
 # Mail flow: swaks -> smtpd on SUBMIT_PORT -> queue -> smtp client "milterhop" -> smtpd on
 # FILTER_PORT, which runs the milter -> queue -> smtp-sink on SINK_PORT, which writes each
 # message to a file. The first hop queues the mail as a sending MTA would, so a temporary
@@ -65,7 +67,8 @@ cleanup_mail_test() {
     cleanup_test_dir
 }
 
-# Make TEST_TMP traversable for the postfix and nobody users, and arrange the clean-up.
+# Make TEST_TMP traversable for the postfix user and for smtp-sink (user nobody), and
+# arrange the clean-up.
 prepare_mail_test() {
     make_test_dir
     chmod 0711 "$TEST_TMP"
@@ -133,7 +136,7 @@ smtpd_tls_security_level = none
 smtputf8_enable = no
 biff = no
 milter_default_action = tempfail
-# Retry deferred mail within seconds, so the test sees the retry.
+# Retry deferred mail within seconds, so that the retry happens while the test waits.
 minimal_backoff_time = 2s
 maximal_backoff_time = 4s
 queue_run_delay = 1s
@@ -143,7 +146,7 @@ EOF
   -o content_filter=milterhop:[127.0.0.1]:$FILTER_PORT
 127.0.0.1:$FILTER_PORT inet n - n - - smtpd
   -o content_filter=
-  -o smtpd_milters=inet:127.0.0.1:$MILTER_PORT
+  -o smtpd_milters=${MILTER_SOCKET:-inet:127.0.0.1:$MILTER_PORT}
   -o receive_override_options=no_address_mappings
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -165,6 +168,7 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+${EXTRA_MASTER_CF:-}
 EOF
 }
 
@@ -177,10 +181,20 @@ start_postfix() {
     wait_for_port "$SUBMIT_PORT" || fail "Postfix did not listen on port $SUBMIT_PORT"
 }
 
-# start_milter CONFIG: start p11smime-milter in the background, logging to MILTER_LOG.
+# start_milter CONFIG [UNIX_SOCKET]: start p11smime-milter in the background, logging to
+# MILTER_LOG, and wait for its TCP port, or for UNIX_SOCKET. The socket is made with umask
+# 000, so that Postfix's smtpd, running as the postfix user, can connect to it.
 start_milter() {
-    "$P11SMIME_MILTER" --config "$1" >>"$MILTER_LOG" 2>&1 &
+    (umask 000 && exec "$P11SMIME_MILTER" --config "$1") >>"$MILTER_LOG" 2>&1 &
     MILTER_PID=$!
+    if [[ -n ${2:-} ]]; then
+        local attempt
+        for attempt in $(seq 1 100); do
+            [[ -S $2 ]] && return 0
+            sleep 0.2
+        done
+        fail "p11smime-milter did not create $2"
+    fi
     wait_for_port "$MILTER_PORT" || fail "p11smime-milter did not listen on $MILTER_PORT"
 }
 
@@ -237,5 +251,5 @@ PY
 
 # find_sink_message MESSAGE_ID: print the dump file whose message has this Message-ID.
 find_sink_message() {
-    grep -rlF -- "Message-ID: <$1>" "$SINK_DIR" | head -n 1
+    grep -rlF -- "Message-ID: <$1>" "$SINK_DIR" | head -n 1 || true
 }

@@ -1,5 +1,6 @@
 // The libmilter callbacks: they collect one message per MAIL FROM and hand it to the filter at
-// end of message. libmilter calls them on one thread per MTA connection.
+// end of message. libmilter calls them from its worker threads, one callback at a time per
+// MTA connection.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>

@@ -62,7 +62,8 @@ void register_milter(Daemon &daemon, const std::string &socket);
 // Runs libmilter's accept loop until stop_milter(); returns true when it ended without error.
 bool run_milter();
 
-// Closes the listening socket; connections already open keep being served.
+// Stops libmilter: the listening socket closes, and its worker pool stops serving the
+// connections that are still open.
 void stop_milter();
 
 } // namespace p11smime::milter

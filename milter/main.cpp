@@ -141,11 +141,14 @@ int run(const std::string &path, bool check_only) {
     });
     install_handlers();
     signal_loop(daemon, path);
+
+    // Debian's libmilter is built with its worker pool, whose threads stop serving open
+    // connections once smfi_stop() is called. So the messages in flight finish first, while
+    // new ones get a temporary failure, and only then does the listener stop.
+    int left = daemon.drain(daemon.runtime()->config.shutdown_timeout_seconds);
     stopping = true;
     stop_milter();
     milter_thread.join();
-
-    int left = daemon.drain(daemon.runtime()->config.shutdown_timeout_seconds);
     daemon.logger().info("event=stopped messages_cut_off=" + std::to_string(left));
     daemon.keys().close();
     std::_Exit(0); // libmilter's connection threads are detached and are not joined

@@ -33,7 +33,9 @@ Connection *connection_of(SMFICTX *context) {
 }
 
 // A libmilter argument as a mutable C string, since its API predates const.
-char *c_string(const std::string &text) { return const_cast<char *>(text.c_str()); }
+char *c_string(const std::string &text) {
+    return const_cast<char *>(text.c_str());
+}
 
 bool is_trusted_address(const sockaddr *address, const Config &config) {
     if (!address) // the MTA's own submissions, e.g. Postfix's sendmail command
@@ -69,8 +71,7 @@ void finish_message(Connection &connection) {
 
 sfsistat on_connect(SMFICTX *context, char *, _SOCK_ADDR *address) {
     auto *connection = new Connection;
-    connection->trusted_network =
-        is_trusted_address(address, daemon_instance->runtime()->config);
+    connection->trusted_network = is_trusted_address(address, daemon_instance->runtime()->config);
     if (smfi_setpriv(context, connection) != MI_SUCCESS) {
         delete connection;
         return SMFIS_TEMPFAIL;
@@ -129,11 +130,9 @@ bool apply_header_edit(SMFICTX *context, const HeaderEdit &edit) {
     case HeaderEdit::Kind::remove:
         return smfi_chgheader(context, c_string(edit.name), edit.index, nullptr) == MI_SUCCESS;
     case HeaderEdit::Kind::insert_at_top:
-        return smfi_insheader(context, 0, c_string(edit.name), c_string(edit.value)) ==
-               MI_SUCCESS;
+        return smfi_insheader(context, 0, c_string(edit.name), c_string(edit.value)) == MI_SUCCESS;
     default:
-        return smfi_addheader(context, c_string(edit.name), c_string(edit.value)) ==
-               MI_SUCCESS;
+        return smfi_addheader(context, c_string(edit.name), c_string(edit.value)) == MI_SUCCESS;
     }
 }
 
@@ -262,8 +261,12 @@ void register_milter(Daemon &daemon, const std::string &socket) {
                     "and is writable");
 }
 
-bool run_milter() { return smfi_main() == MI_SUCCESS; }
+bool run_milter() {
+    return smfi_main() == MI_SUCCESS;
+}
 
-void stop_milter() { smfi_stop(); }
+void stop_milter() {
+    smfi_stop();
+}
 
 } // namespace p11smime::milter

@@ -115,8 +115,7 @@ void Parser::read_line(std::string_view raw, int number, std::vector<Section> &s
                  "write it as [sign], [decrypt] or [verify]");
         std::string name = lowercase(trim(std::string_view(line).substr(1, line.size() - 2)));
         if (name != "sign" && name != "decrypt" && name != "verify")
-            fail(number, "unknown section [" + name + "]",
-                 "use [sign], [decrypt] or [verify]");
+            fail(number, "unknown section [" + name + "]", "use [sign], [decrypt] or [verify]");
         sections.push_back(Section{name, number, {}});
         return;
     }
@@ -135,8 +134,7 @@ void Parser::read_line(std::string_view raw, int number, std::vector<Section> &s
 
     Section &section = sections.back();
     if (auto previous = section.entries.find(key); previous != section.entries.end())
-        fail(number, "setting '" + key + "' repeats line " +
-                         std::to_string(previous->second.line),
+        fail(number, "setting '" + key + "' repeats line " + std::to_string(previous->second.line),
              "keep one of the two lines; lists take commas: a, b, c");
     section.entries[key] = Entry{value, number};
 }
@@ -148,10 +146,10 @@ void Parser::check_keys(const Section &section, const std::set<std::string> &all
         std::string names;
         for (const auto &name : allowed)
             names += (names.empty() ? "" : ", ") + name;
-        std::string where = section.name.empty() ? "before the first section"
-                                                 : "in [" + section.name + "]";
-        fail(entry.line, "unknown setting '" + key + "' " + where, "the settings here are " +
-                                                                       names);
+        std::string where =
+            section.name.empty() ? "before the first section" : "in [" + section.name + "]";
+        fail(entry.line, "unknown setting '" + key + "' " + where,
+             "the settings here are " + names);
     }
 }
 
@@ -192,8 +190,8 @@ int Parser::read_int(const Section &section, const std::string &key, int fallbac
                               [](unsigned char c) { return std::isdigit(c); });
     int value = digits ? std::stoi(entry->value) : -1;
     if (!digits || value < minimum || value > maximum)
-        fail(entry->line, "setting '" + key + "' is '" + entry->value + "', not a number from " +
-                              range,
+        fail(entry->line,
+             "setting '" + key + "' is '" + entry->value + "', not a number from " + range,
              "write a whole number from " + range);
     return value;
 }
@@ -208,8 +206,8 @@ AddressPatterns Parser::read_patterns(const Entry &entry) const {
             item.erase(0, 1);
         size_t at = item.find('@');
         bool valid = !item.empty() && item.find_first_of(" \t<>\"") == std::string::npos &&
-                     at != 0 && item.find('@', at == std::string::npos ? 0 : at + 1) ==
-                                    std::string::npos &&
+                     at != 0 &&
+                     item.find('@', at == std::string::npos ? 0 : at + 1) == std::string::npos &&
                      item.back() != '@';
         if (!valid)
             fail(entry.line, "'" + item + "' is not an address or domain",
@@ -252,8 +250,8 @@ Pkcs11Uri inherit_token(Pkcs11Uri uri, const Pkcs11Uri &token) {
 
 KeyReference Parser::read_key(const Section &section, const Config &config) const {
     KeyReference reference;
-    const Entry &key = require(section, "key",
-                               "name the private key, e.g. key = pkcs11:object=signing-key");
+    const Entry &key =
+        require(section, "key", "name the private key, e.g. key = pkcs11:object=signing-key");
     reference.uri = inherit_token(read_uri(key, "key"), config.token);
     if (reference.uri.type && *reference.uri.type != "private")
         fail(key.line, "the key URI names type=" + *reference.uri.type,
@@ -273,9 +271,8 @@ KeyReference Parser::read_key(const Section &section, const Config &config) cons
 }
 
 void Parser::read_global(const Section &section, Config &config) {
-    check_keys(section, {"socket", "module", "token", "pin_file", "sessions", "log",
-                         "authserv_id", "trusted_networks", "retry_initial", "retry_max",
-                         "shutdown_timeout"});
+    check_keys(section, {"socket", "module", "token", "pin_file", "sessions", "log", "authserv_id",
+                         "trusted_networks", "retry_initial", "retry_max", "shutdown_timeout"});
 
     const Entry &socket = require(section, "socket",
                                   "add e.g. socket = inet:8891@127.0.0.1 or "
@@ -339,8 +336,7 @@ void Parser::read_timing(const Section &section, Config &config) {
 }
 
 SignRule Parser::read_sign(const Section &section, const Config &config) {
-    check_keys(section, {"senders", "key", "certificate", "chain", "digest", "rsa_pss",
-                         "opaque"});
+    check_keys(section, {"senders", "key", "certificate", "chain", "digest", "rsa_pss", "opaque"});
     SignRule rule;
     rule.line = section.line;
     rule.senders = read_patterns(require(section, "senders",
@@ -418,13 +414,12 @@ Config Parser::interpret(const std::vector<Section> &sections) {
 
 ConfigError::ConfigError(const std::string &file, int line, const std::string &message,
                          std::string hint)
-    : Error(file + (line > 0 ? ":" + std::to_string(line) : "") + ": " + message,
-            std::move(hint)),
+    : Error(file + (line > 0 ? ":" + std::to_string(line) : "") + ": " + message, std::move(hint)),
       file_(file), line_(line) {}
 
 std::string KeyReference::identity() const {
-    return uri.to_string() + "\n" + (certificate_uri ? certificate_uri->to_string() : "") +
-           "\n" + certificate_file.value_or("") + "\n" + chain_file.value_or("");
+    return uri.to_string() + "\n" + (certificate_uri ? certificate_uri->to_string() : "") + "\n" +
+           certificate_file.value_or("") + "\n" + chain_file.value_or("");
 }
 
 bool AddressPatterns::matches(const std::string &address) const {
@@ -470,7 +465,8 @@ std::optional<Network> parse_network(const std::string &text) {
 
     std::string prefix = text.substr(slash + 1);
     if (prefix.empty() || prefix.size() > 3 ||
-        !std::all_of(prefix.begin(), prefix.end(), [](unsigned char c) { return std::isdigit(c); }))
+        !std::all_of(prefix.begin(), prefix.end(),
+                     [](unsigned char c) { return std::isdigit(c); }))
         return std::nullopt;
     int length = std::stoi(prefix);
     if (length > network.prefix_length)
@@ -487,9 +483,9 @@ Config parse_config(std::string_view text, const std::string &file) {
 Config load_config(const std::string &path) {
     std::ifstream stream(path, std::ios::binary);
     if (!stream)
-        throw ConfigError(path, 0, "cannot read the configuration file: " +
-                                       std::string(std::strerror(errno)),
-                          "check the path given with --config and its permissions");
+        throw ConfigError(
+            path, 0, "cannot read the configuration file: " + std::string(std::strerror(errno)),
+            "check the path given with --config and its permissions");
     std::ostringstream text;
     text << stream.rdbuf();
     return parse_config(text.str(), path);

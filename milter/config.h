@@ -68,7 +68,7 @@ struct DecryptRule {
 // The [verify] section: inbound signed mail gets an Authentication-Results header. Its trust
 // settings also check the inner signature of decrypted mail.
 struct VerifySettings {
-    bool enabled = false;                // a [verify] section is present
+    bool enabled = false;                      // a [verify] section is present
     std::optional<AddressPatterns> recipients; // empty: every message
     std::optional<std::string> ca_file;
     std::optional<std::string> ca_path;
@@ -78,8 +78,8 @@ struct VerifySettings {
 
 // An IPv4 or IPv6 network in CIDR notation.
 struct Network {
-    int family = 0;                  // AF_INET or AF_INET6
-    unsigned char address[16] = {};  // network byte order
+    int family = 0;                 // AF_INET or AF_INET6
+    unsigned char address[16] = {}; // network byte order
     int prefix_length = 0;
 
     bool contains(int address_family, const unsigned char *bytes) const;
@@ -91,12 +91,12 @@ struct Config {
     std::string file;
     std::string socket; // libmilter form: unix:/path, inet:PORT@HOST or inet6:PORT@HOST
     std::optional<std::string> module;
-    Pkcs11Uri token;             // token attributes that every key URI inherits
+    Pkcs11Uri token;                     // token attributes that every key URI inherits
     std::optional<std::string> pin_file; // may start with ${CREDENTIALS_DIRECTORY}/
     int pin_file_line = 0;
-    int sessions = 4;            // concurrent token operations, 1 to 16
+    int sessions = 4; // concurrent token operations, 1 to 16
     LogTarget log = LogTarget::stderr_stream;
-    std::string authserv_id;     // empty: the host name
+    std::string authserv_id; // empty: the host name
     std::vector<Network> trusted_networks;
     int retry_initial_seconds = 1;
     int retry_max_seconds = 60;

@@ -150,6 +150,7 @@ class MessageFilter {
 
     FilterResult sign(const SignRule &rule);
     FilterResult decrypt(const std::vector<const DecryptRule *> &rules);
+    FilterResult decrypted_message(const DecryptResult &decrypted, const DecryptRule *used) const;
     FilterResult verify();
     FilterResult pass(const std::string &detail) const;
 
@@ -278,32 +279,37 @@ FilterResult MessageFilter::decrypt(const std::vector<const DecryptRule *> &rule
     } catch (const TokenUnavailable &error) {
         return temporary_failure("decrypt", error.what());
     }
+    return decrypted_message(decrypted, used);
+}
+
+// Builds the result for a message that decrypt_message has processed with a working key.
+FilterResult MessageFilter::decrypted_message(const DecryptResult &decrypted,
+                                              const DecryptRule *used) const {
     if (!decrypted.valid) {
-        FilterResult result = pass("decryption failed: " +
-                                   (decrypted.failures.empty() ? decrypted.detail
-                                                               : decrypted.failures.front()));
+        FilterResult result =
+            pass("decryption failed: " +
+                 (decrypted.failures.empty() ? decrypted.detail : decrypted.failures.front()));
         result.action = "decrypt";
         result.result = "failed";
         return result;
     }
 
     Verification inner = verify_signature(decrypted.content, config_);
-    std::string layer = decrypted.layers.empty() ? "enveloped-data" : decrypted.layers[0].type;
-    std::vector<HeaderField> trace = {
-        {decrypted_header, runtime_.authserv_id + "; layer=" + layer + "; recipient=\"" +
-                               header_comment(decrypted.layers.empty()
-                                                  ? std::string()
-                                                  : decrypted.layers[0].recipient) +
-                               "\"; signature=" + inner.summary}};
+    const Layer *outer = decrypted.layers.empty() ? nullptr : &decrypted.layers.front();
+    std::string marker = runtime_.authserv_id +
+                         "; layer=" + (outer ? outer->type : "enveloped-data") + "; recipient=\"" +
+                         header_comment(outer ? outer->recipient : "") +
+                         "\"; signature=" + inner.summary;
+    std::vector<HeaderField> trace = {{decrypted_header, marker}};
     if (inner.summary != "none")
-        trace.push_back({"Authentication-Results", runtime_.authserv_id + "; " +
-                                                       inner.method_result});
+        trace.push_back(
+            {"Authentication-Results", runtime_.authserv_id + "; " + inner.method_result});
 
     FilterResult result = rewritten(headers_, decrypted.content, trace, runtime_.authserv_id);
     result.action = "decrypt";
     result.result = "decrypted";
-    result.detail = "rule_line=" + std::to_string(used ? used->line : 0) +
-                    " signature=" + inner.summary;
+    result.detail =
+        "rule_line=" + std::to_string(used ? used->line : 0) + " signature=" + inner.summary;
     return result;
 }
 

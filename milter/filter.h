@@ -33,9 +33,9 @@ struct FilterResult {
     std::string reply_code;    // for tempfail and reject, e.g. "451"
     std::string extended_code; // e.g. "4.7.0"
     std::string reply_text;
-    std::string action;        // for the log: sign, decrypt, verify or none
-    std::string result;        // for the log: e.g. signed, decrypted, tempfail
-    std::string detail;        // for the log: the reason, never message content
+    std::string action; // for the log: sign, decrypt, verify or none
+    std::string result; // for the log: e.g. signed, decrypted, tempfail
+    std::string detail; // for the log: the reason, never message content
 };
 
 // Name of the header that marks a decrypted message.

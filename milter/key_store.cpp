@@ -36,8 +36,8 @@ void append_copies(STACK_OF(X509) * to, STACK_OF(X509) * from) {
 
 OpenedKey open_key(const KeyReference &reference, const TokenOptions &options) {
     bool certificate_on_token = !reference.certificate_file;
-    TokenKey token_key = open_token_key(reference.uri, reference.certificate_uri, options,
-                                        certificate_on_token);
+    TokenKey token_key =
+        open_token_key(reference.uri, reference.certificate_uri, options, certificate_on_token);
     OpenedKey opened{std::move(token_key), nullptr, X509StackPtr(sk_X509_new_null())};
     if (reference.certificate_file) {
         X509StackPtr certificates = read_pem_certificates(*reference.certificate_file);
@@ -57,8 +57,7 @@ bool is_pin_rejection(const Error &error) {
         return false;
     std::string name = ckr_name(pkcs11->rv());
     return name == "CKR_PIN_INCORRECT" || name == "CKR_PIN_INVALID" ||
-           name == "CKR_PIN_LEN_RANGE" || name == "CKR_PIN_EXPIRED" ||
-           name == "CKR_PIN_LOCKED";
+           name == "CKR_PIN_LEN_RANGE" || name == "CKR_PIN_EXPIRED" || name == "CKR_PIN_LOCKED";
 }
 
 } // namespace
@@ -102,7 +101,9 @@ KeyStore::KeyStore(Logger &logger) : logger_(logger) {
     recovery_thread_ = std::thread([this] { recovery_loop(); });
 }
 
-KeyStore::~KeyStore() { close(); }
+KeyStore::~KeyStore() {
+    close();
+}
 
 bool KeyStore::reconfigure(KeyStoreSettings settings) {
     {
@@ -159,16 +160,15 @@ KeyStore::Lease KeyStore::lease() {
     return Lease(*this, std::move(permits), std::move(keys_lock));
 }
 
-bool KeyStore::check_key(const Lease &lease, const KeyReference &reference,
-                         KeyPurpose purpose) {
+bool KeyStore::check_key(const Lease &lease, const KeyReference &reference, KeyPurpose purpose) {
     const OpenedKey &key = lease.key(reference);
     std::string error;
     bool healthy = purpose == KeyPurpose::sign
                        ? test_signature(key.key(), error)
                        : test_decryption(key.key(), key.certificate(), error);
     if (!healthy)
-        mark_lost("key=" + log_quote(reference.uri.to_string()) + " test=" +
-                  (purpose == KeyPurpose::sign ? "sign" : "decrypt") +
+        mark_lost("key=" + log_quote(reference.uri.to_string()) +
+                  " test=" + (purpose == KeyPurpose::sign ? "sign" : "decrypt") +
                   " error=" + log_quote(error));
     return healthy;
 }
@@ -231,38 +231,44 @@ void KeyStore::recovery_loop() {
             if (stopping_)
                 return;
         }
+        recover();
+    }
+}
 
-        Clock::time_point lost_at = Clock::now();
-        std::chrono::seconds delay;
-        std::chrono::seconds max_delay;
+// Reopens the keys until they open, the PIN is rejected, the store stops or reconfigure()
+// takes over, waiting longer after each failure.
+void KeyStore::recover() {
+    Clock::time_point lost_at = Clock::now();
+    std::chrono::seconds delay;
+    std::chrono::seconds max_delay;
+    {
+        std::shared_lock keys_lock(keys_mutex_);
+        delay = std::chrono::seconds(settings_.retry_initial_seconds);
+        max_delay = std::chrono::seconds(settings_.retry_max_seconds);
+    }
+
+    for (int attempt = 1;; ++attempt) {
+        if (open_keys()) {
+            auto seconds =
+                std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - lost_at);
+            logger_.info("event=token-recovered attempts=" + std::to_string(attempt) +
+                         " unavailable_seconds=" + std::to_string(seconds.count()));
+            std::lock_guard control(control_mutex_);
+            lost_ = false;
+            return;
+        }
         {
-            std::shared_lock keys_lock(keys_mutex_);
-            delay = std::chrono::seconds(settings_.retry_initial_seconds);
-            max_delay = std::chrono::seconds(settings_.retry_max_seconds);
-        }
-        for (int attempt = 1;; ++attempt) {
-            if (open_keys()) {
-                auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
-                    Clock::now() - lost_at);
-                logger_.info("event=token-recovered attempts=" + std::to_string(attempt) +
-                             " unavailable_seconds=" + std::to_string(seconds.count()));
-                std::lock_guard control(control_mutex_);
+            std::lock_guard control(control_mutex_);
+            if (pin_rejected_) {
                 lost_ = false;
-                break;
+                return;
             }
-            {
-                std::lock_guard control(control_mutex_);
-                if (pin_rejected_) {
-                    lost_ = false;
-                    break;
-                }
-            }
-            logger_.warning("event=token-retry attempt=" + std::to_string(attempt) +
-                            " next_seconds=" + std::to_string(delay.count()));
-            if (!wait_for_retry(delay))
-                break;
-            delay = std::min(delay * 2, max_delay);
         }
+        logger_.warning("event=token-retry attempt=" + std::to_string(attempt) +
+                        " next_seconds=" + std::to_string(delay.count()));
+        if (!wait_for_retry(delay))
+            return;
+        delay = std::min(delay * 2, max_delay);
     }
 }
 

@@ -137,18 +137,19 @@ class KeyStore {
     bool open_keys();
     void mark_lost(const std::string &reason);
     void recovery_loop();
+    void recover();
     bool wait_for_retry(std::chrono::seconds delay);
 
     Logger &logger_;
     std::shared_ptr<Permits> permits_; // replaced when sessions changes
 
-    std::shared_mutex keys_mutex_; // shared by leases, exclusive while keys change
+    std::shared_mutex keys_mutex_;          // shared by leases, exclusive while keys change
     std::map<std::string, OpenedKey> keys_; // by KeyReference::identity()
     KeyStoreSettings settings_;
 
     std::mutex control_mutex_; // guards the flags below
     std::condition_variable control_changed_;
-    bool lost_ = false;        // recovery should run
+    bool lost_ = false; // recovery should run
     bool pin_rejected_ = false;
     bool stopping_ = false;
     std::atomic<bool> available_{false};

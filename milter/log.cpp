@@ -31,7 +31,9 @@ int syslog_priority(LogLevel level) {
 
 } // namespace
 
-Logger::Logger(LogTarget target) { set_target(target); }
+Logger::Logger(LogTarget target) {
+    set_target(target);
+}
 
 Logger::~Logger() {
     if (syslog_open_)

@@ -80,9 +80,9 @@ void reload(Daemon &daemon, const std::string &path) {
     try {
         std::shared_ptr<const Runtime> runtime = make_runtime(load_config(path));
         if (runtime->config.socket != current->config.socket)
-            daemon.logger().warning("event=reload socket_change_ignored=" +
-                                    log_quote(runtime->config.socket) +
-                                    " hint=\"restart the milter to listen on a new socket\"");
+            daemon.logger().warning(
+                "event=reload socket_change_ignored=" + log_quote(runtime->config.socket) +
+                " hint=\"restart the milter to listen on a new socket\"");
         bool keys_open = daemon.apply(runtime, false);
         daemon.logger().info(std::string("event=reload result=ok keys=") +
                              (keys_open ? "open" : "unavailable"));
@@ -107,29 +107,23 @@ void signal_loop(Daemon &daemon, const std::string &path) {
     }
 }
 
-int run(const std::string &path, bool check_only) {
-    std::shared_ptr<const Runtime> runtime = make_runtime(load_config(path));
-    block_signals();
-    Daemon daemon(runtime);
-    bool keys_open = daemon.apply(runtime, true);
-    if (daemon.keys().pin_rejected())
-        throw Error("the token rejected the PIN; the milter does not retry it",
-                    "correct the PIN file named by pin_file");
-    if (check_only) {
-        daemon.keys().close();
-        if (!keys_open)
-            throw Error("the configuration is valid but its keys could not be opened",
-                        "see the token-open-failed line above");
-        std::cerr << "p11smime-milter: configuration " << path << " is valid\n";
-        return 0;
-    }
+// Reports the result of --check: the configuration parsed and its keys opened.
+int report_check(Daemon &daemon, bool keys_open, const std::string &path) {
+    daemon.keys().close();
+    if (!keys_open)
+        throw Error("the configuration is valid but its keys could not be opened",
+                    "see the token-open-failed line above");
+    std::cerr << "p11smime-milter: configuration " << path << " is valid\n";
+    return 0;
+}
 
-    register_milter(daemon, runtime->config.socket);
-    daemon.logger().info("event=start socket=" + log_quote(runtime->config.socket) +
-                         " sign_rules=" + std::to_string(runtime->config.sign_rules.size()) +
-                         " decrypt_rules=" +
-                         std::to_string(runtime->config.decrypt_rules.size()) +
-                         " verify=" + (runtime->config.verify.enabled ? "yes" : "no"));
+// Serves the MTA until SIGTERM or SIGINT, then finishes the messages in flight.
+int serve(Daemon &daemon, const Runtime &runtime, const std::string &path) {
+    register_milter(daemon, runtime.config.socket);
+    daemon.logger().info("event=start socket=" + log_quote(runtime.config.socket) +
+                         " sign_rules=" + std::to_string(runtime.config.sign_rules.size()) +
+                         " decrypt_rules=" + std::to_string(runtime.config.decrypt_rules.size()) +
+                         " verify=" + (runtime.config.verify.enabled ? "yes" : "no"));
     std::atomic<bool> stopping{false};
     std::thread milter_thread([&daemon, &stopping] {
         bool clean = run_milter();
@@ -137,7 +131,7 @@ int run(const std::string &path, bool check_only) {
             return;
         daemon.logger().error(std::string("event=libmilter-stopped clean=") +
                               (clean ? "yes" : "no"));
-        raise(SIGTERM);
+        kill(getpid(), SIGTERM); // to the process, so the main thread receives it
     });
     install_handlers();
     signal_loop(daemon, path);
@@ -151,7 +145,20 @@ int run(const std::string &path, bool check_only) {
     milter_thread.join();
     daemon.logger().info("event=stopped messages_cut_off=" + std::to_string(left));
     daemon.keys().close();
-    std::_Exit(0); // libmilter's connection threads are detached and are not joined
+    std::_Exit(0); // libmilter's worker threads are detached and are not joined
+}
+
+int run(const std::string &path, bool check_only) {
+    std::shared_ptr<const Runtime> runtime = make_runtime(load_config(path));
+    block_signals();
+    Daemon daemon(runtime);
+    bool keys_open = daemon.apply(runtime, true);
+    if (daemon.keys().pin_rejected())
+        throw Error("the token rejected the PIN; the milter does not retry it",
+                    "correct the PIN file named by pin_file");
+    if (check_only)
+        return report_check(daemon, keys_open, path);
+    return serve(daemon, *runtime, path);
 }
 
 } // namespace

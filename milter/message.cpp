@@ -14,7 +14,9 @@ bool same_name(const std::string &a, const std::string &b) {
     return a.size() == b.size() && strcasecmp(a.c_str(), b.c_str()) == 0;
 }
 
-std::string crlf_value(const std::string &value) { return to_crlf(normalise_value(value)); }
+std::string crlf_value(const std::string &value) {
+    return to_crlf(normalise_value(value));
+}
 
 // Returns the value of a raw "Name: value" field through its line ending, as libmilter would
 // pass it: without the colon, the whitespace after it and the final line ending.
@@ -85,9 +87,9 @@ MessageEdits compute_edits(const std::vector<HeaderField> &original,
     std::vector<std::pair<std::string, int>> seen; // occurrences of each name so far
 
     for (const auto &field : original) {
-        auto counter = std::find_if(seen.begin(), seen.end(),
-                                    [&](const auto &entry) { return same_name(entry.first,
-                                                                              field.name); });
+        auto counter = std::find_if(seen.begin(), seen.end(), [&](const auto &entry) {
+            return same_name(entry.first, field.name);
+        });
         if (counter == seen.end())
             counter = seen.insert(seen.end(), {field.name, 0});
         int index = ++counter->second;
@@ -106,12 +108,12 @@ MessageEdits compute_edits(const std::vector<HeaderField> &original,
     MessageEdits edits;
     edits.headers.assign(removals.rbegin(), removals.rend());
     for (auto it = trace.rbegin(); it != trace.rend(); ++it)
-        edits.headers.push_back({HeaderEdit::Kind::insert_at_top, it->name, 0,
-                                 normalise_value(it->value)});
+        edits.headers.push_back(
+            {HeaderEdit::Kind::insert_at_top, it->name, 0, normalise_value(it->value)});
     for (size_t i = 0; i < desired.size(); ++i)
         if (!desired_used[i])
-            edits.headers.push_back({HeaderEdit::Kind::append, desired[i].name, 0,
-                                     normalise_value(desired[i].value)});
+            edits.headers.push_back(
+                {HeaderEdit::Kind::append, desired[i].name, 0, normalise_value(desired[i].value)});
     return edits;
 }
 

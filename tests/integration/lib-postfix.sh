@@ -31,7 +31,10 @@ require_milter() {
 
 # Print a TCP port on 127.0.0.1 that is free now.
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 # Stop the milter, Postfix and smtp-sink that this test started, by process id.
@@ -95,8 +98,8 @@ start_sink() {
 wait_for_port() {
     local attempt
     for attempt in $(seq 1 100); do
-        if python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
-            "$1" 2>/dev/null; then
+        if python3 -c 'import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; then
             return 0
         fi
         sleep 0.2
@@ -211,7 +214,8 @@ send_mail() {
     local file=$1
     shift
     local from to_args=()
-    from=$(sed -n 's/^From:.*<\(.*\)>.*/\1/p; s/^From: *\([^<> ]*@[^<> ]*\) *$/\1/p' "$file" | head -n 1)
+    from=$(sed -n 's/^From:.*<\(.*\)>.*/\1/p; s/^From: *\([^<> ]*@[^<> ]*\) *$/\1/p' "$file" |
+        head -n 1)
     local recipient
     for recipient in "$@"; do
         to_args+=(--to "$recipient")
@@ -244,7 +248,8 @@ import re
 import sys
 
 dump = open(sys.argv[1], "rb").read()
-prefix = re.compile(rb"\A(?:X-(?:Client-Addr|Client-Proto|Helo-Args|Mail-Args|Rcpt-Args):[^\n]*\n)*")
+fields = rb"X-(?:Client-Addr|Client-Proto|Helo-Args|Mail-Args|Rcpt-Args)"
+prefix = re.compile(rb"\A(?:" + fields + rb":[^\n]*\n)*")
 open(sys.argv[2], "wb").write(dump[prefix.match(dump).end():])
 PY
 }

@@ -16,6 +16,7 @@ setup_gpgsm_home "$CA_FILE"
 
 # Seconds to wait for Postfix to deliver; retries come every 2 to 4 s.
 readonly DELIVERY_TIMEOUT=90
+readonly P256_IDENTIFIER=body.smime-identifier=p256@example.org
 
 write_milter_config() {
     local senders=$1
@@ -118,7 +119,7 @@ delivered in-1@example.org "$TEST_TMP/in-delivered.eml"
 grep -qi 'pkcs7-mime' "$TEST_TMP/in-delivered.eml" && fail "inbound message is still encrypted"
 grep -q '^X-P11SMIME-Decrypted: gateway.test; layer=enveloped-data; .*signature=pass' \
     "$TEST_TMP/in-delivered.eml" || fail "no X-P11SMIME-Decrypted header with signature=pass"
-grep -q '^Authentication-Results: gateway.test; smime=pass body.smime-identifier=p256@example.org' \
+grep -q "^Authentication-Results: gateway.test; smime=pass $P256_IDENTIFIER" \
     "$TEST_TMP/in-delivered.eml" || fail "no Authentication-Results header for the signature"
 expect_exit 0 "$P11SMIME" verify --ca-file "$CA_FILE" --no-system-ca \
     --in "$TEST_TMP/in-delivered.eml" --out "$TEST_TMP/in-content.eml"
@@ -136,7 +137,7 @@ wait_for_sink 3 "$DELIVERY_TIMEOUT" || fail "signed inbound message was not deli
 delivered verify-1@example.org "$TEST_TMP/verify-delivered.eml"
 grep -q 'forged@example.org' "$TEST_TMP/verify-delivered.eml" &&
     fail "a forged Authentication-Results header was delivered"
-grep -q '^Authentication-Results: gateway.test; smime=pass body.smime-identifier=p256@example.org' \
+grep -q "^Authentication-Results: gateway.test; smime=pass $P256_IDENTIFIER" \
     "$TEST_TMP/verify-delivered.eml" || fail "no smime=pass result on the signed message"
 
 step "with the token unavailable, mail is deferred, then delivered signed"

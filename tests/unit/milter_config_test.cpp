@@ -11,15 +11,13 @@ using namespace p11smime::milter;
 
 namespace {
 
-const std::string global =
-    "socket = inet:8891@127.0.0.1\n"
-    "token = pkcs11:token=Mail%20HSM\n"
-    "pin_file = /etc/p11smime-milter/pin\n";
+const std::string global = "socket = inet:8891@127.0.0.1\n"
+                           "token = pkcs11:token=Mail%20HSM\n"
+                           "pin_file = /etc/p11smime-milter/pin\n";
 
-const std::string sign_section =
-    "[sign]\n"
-    "senders = alice@example.org, @Example.COM\n"
-    "key = pkcs11:object=alice\n";
+const std::string sign_section = "[sign]\n"
+                                 "senders = alice@example.org, @Example.COM\n"
+                                 "key = pkcs11:object=alice\n";
 
 // Parses text and returns the error it raises, or fails the test when it parses.
 ConfigError parse_error(const std::string &text) {
@@ -68,9 +66,10 @@ TEST_CASE("config: key URI keeps its own token attributes") {
 }
 
 TEST_CASE("config: certificate as URI or file, and every section") {
-    std::string text = global + "sessions = 16\nlog = syslog\nauthserv_id = mx.example.org\n"
-                                "trusted_networks = 10.0.0.0/8, 2001:db8::/32\n"
-                                "retry_initial = 2\nretry_max = 30\nshutdown_timeout = 5\n" +
+    std::string text = global +
+                       "sessions = 16\nlog = syslog\nauthserv_id = mx.example.org\n"
+                       "trusted_networks = 10.0.0.0/8, 2001:db8::/32\n"
+                       "retry_initial = 2\nretry_max = 30\nshutdown_timeout = 5\n" +
                        "[sign]\nsenders = example.org\nkey = pkcs11:object=s\n"
                        "certificate = pkcs11:object=s-cert;type=cert\nchain = /etc/chain.pem\n"
                        "digest = SHA384\nrsa_pss = yes\nopaque = on\n"

@@ -28,7 +28,9 @@ struct Fixture {
 };
 
 std::vector<HeaderField> plain_headers(const std::string &from) {
-    return {{"From", from}, {"To", "carol@example.net"}, {"Subject", "hello"},
+    return {{"From", from},
+            {"To", "carol@example.net"},
+            {"Subject", "hello"},
             {"Content-Type", "text/plain"}};
 }
 

@@ -65,7 +65,8 @@ TEST_CASE("edits: CRLF and LF folding compare equal") {
 }
 
 TEST_CASE("edits: replaced content headers are removed and appended") {
-    std::vector<HeaderField> desired = {sample_headers()[0], sample_headers()[1],
+    std::vector<HeaderField> desired = {sample_headers()[0],
+                                        sample_headers()[1],
                                         sample_headers()[2],
                                         {"Content-Type", "multipart/signed; boundary=\"b\""}};
     MessageEdits edits = compute_edits(sample_headers(), desired, {});

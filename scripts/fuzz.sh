@@ -12,7 +12,8 @@ seconds=${FUZZ_SECONDS:-60}
 
 CC=clang CXX=clang++ cmake -S "$source_dir" -B "$build_dir" -DP11SMIME_FUZZ=ON \
     -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build_dir" -j "$(nproc)" --target fuzz_verify fuzz_decrypt fuzz_uri
+cmake --build "$build_dir" -j "$(nproc)" --target fuzz_verify fuzz_decrypt fuzz_uri \
+    fuzz_milter_config
 
 data=$source_dir/tests/data
 seeds=$source_dir/tests/fuzz/seeds
@@ -20,6 +21,7 @@ declare -A seed_dirs=(
     [fuzz_verify]="$data/corpus $data/fuzz/verify"
     [fuzz_decrypt]="$seeds/decrypt $data/corpus $data/fuzz/decrypt"
     [fuzz_uri]="$seeds/uri $data/fuzz/uri"
+    [fuzz_milter_config]="$seeds/milter-config $data/fuzz/milter-config"
 )
 
 # tests/lsan.supp lists leaks in other projects' code. An entry that must match frames in
@@ -32,7 +34,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 mkdir -p "$build_dir/artifacts"
 passed=0
 failed=0
-for target in fuzz_verify fuzz_decrypt fuzz_uri; do
+for target in fuzz_verify fuzz_decrypt fuzz_uri fuzz_milter_config; do
     work=$build_dir/fuzz-work/$target
     mkdir -p "$work"
     existing=()

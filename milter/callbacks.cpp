@@ -236,9 +236,11 @@ sfsistat on_close(SMFICTX *context) {
 } // namespace
 
 void register_milter(Daemon &daemon, const std::string &socket) {
+    // libmilter keeps the name pointer after smfi_register returns, so it must outlive it.
+    static char milter_name[] = "p11smime-milter";
     daemon_instance = &daemon;
     smfiDesc description{};
-    description.xxfi_name = c_string("p11smime-milter");
+    description.xxfi_name = milter_name;
     description.xxfi_version = SMFI_VERSION;
     description.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY;
     description.xxfi_connect = on_connect;

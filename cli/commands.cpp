@@ -11,16 +11,20 @@
 #include <sstream>
 
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "cli/batch.h"
 #include "cli/io.h"
 #include "cli/report.h"
+#include "cli/trust.h"
 #include "cms/decrypt.h"
 #include "cms/encrypt.h"
+#include "cms/limits.h"
 #include "cms/mime.h"
 #include "cms/sign.h"
 #include "cms/verify.h"
 #include "common/error.h"
+#include "token/recovery.h"
 #include "token/token.h"
 
 namespace p11smime::cli {
@@ -30,9 +34,9 @@ constexpr int exit_check_failed = 1;
 
 void warn(const std::string &message) { std::cerr << "p11smime: warning: " << message << "\n"; }
 
-namespace {
-
 TokenOptions token_options(const CommonOptions &common) {
+    if (common.module && common.module->empty())
+        throw Error("--module is empty", "give the path of a PKCS#11 module, or leave it out");
     TokenOptions options;
     options.module = common.module;
     options.pin_file = common.pin_file;
@@ -42,7 +46,6 @@ TokenOptions token_options(const CommonOptions &common) {
     return options;
 }
 
-// Reads every certificate in a PEM file, or the one certificate of a DER file.
 X509StackPtr read_certificates(const std::string &path) {
     X509StackPtr certificates(sk_X509_new_null());
     BioPtr bio(BIO_new_file(path.c_str(), "rb"));
@@ -65,6 +68,8 @@ X509Ptr read_certificate(const std::string &path) {
     X509StackPtr certificates = read_certificates(path);
     return X509Ptr(sk_X509_shift(certificates.get()));
 }
+
+namespace {
 
 void append_chain(STACK_OF(X509) * chain, const std::optional<std::string> &path) {
     if (!path)
@@ -89,7 +94,8 @@ bool has_certificate_extension(const std::string &name) {
     return false;
 }
 
-// Certificates of a --cert-dir folder, indexed by lowercase email address.
+} // namespace
+
 std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &folder) {
     std::unique_ptr<DIR, int (*)(DIR *)> directory(opendir(folder.c_str()), closedir);
     if (!directory)
@@ -113,6 +119,8 @@ std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &f
     }
     return index;
 }
+
+namespace {
 
 // Picks, for each address, the first certificate in the folder that passes the recipient
 // checks; an address without one is an error naming it.
@@ -186,7 +194,7 @@ EncryptOptions encrypt_options(const std::vector<X509Ptr> &recipients,
     EncryptOptions encrypt;
     for (const auto &certificate : recipients)
         encrypt.recipients.push_back(certificate.get());
-    encrypt.cipher = settings.cipher;
+    encrypt.cipher = content_cipher(recipients, settings);
     encrypt.rsa_oaep = settings.rsa_oaep;
     encrypt.temp_folder = folder;
     return encrypt;
@@ -197,6 +205,11 @@ bool wants_encryption(const EncryptionSettings &settings) {
 }
 
 bool is_batch(const BatchSettings &batch) { return !batch.files.empty(); }
+
+void apply_size_limit(const BatchSettings &batch) {
+    if (batch.max_size_mib)
+        set_max_message_size(size_t{*batch.max_size_mib} * 1024 * 1024);
+}
 
 // Checks that the batch form (FILE... with --out-dir) and the single form (--in, --out) are
 // not mixed, and that a batch that writes files has somewhere to write them.
@@ -215,10 +228,14 @@ void check_batch_usage(const BatchSettings &batch, const std::optional<std::stri
                     "add --out-dir DIR; each output gets its input's name");
 }
 
-// Runs process on each file of the batch on worker threads; see run_batch().
-int run_files(const BatchSettings &batch,
+// Checks the files and output folder of a batch, before any login spends a PIN try on it.
+std::vector<BatchFile> plan_files(const BatchSettings &batch) {
+    return plan_batch(batch.files, batch.out_dir);
+}
+
+// Runs process on each planned file of the batch on worker threads; see run_batch().
+int run_files(const BatchSettings &batch, const std::vector<BatchFile> &files,
               const std::function<FileOutcome(const BatchFile &)> &process) {
-    std::vector<BatchFile> files = plan_batch(batch.files, batch.out_dir);
     ensure_gmime_initialised(); // g_mime_init() is not thread-safe
     return run_batch(files, worker_count(batch.jobs), process);
 }
@@ -229,6 +246,23 @@ std::string batch_header(const std::string &file) { return file + ":\n"; }
 // in once, its certificate and chain, and the recipients of --encrypt-to.
 // NOTE: when the token is removed or its sessions are lost, every later file of a batch fails
 // too, because the key does not reconnect.
+// Returns warnings about a signature that its readers will reject: an expired or not yet
+// valid certificate, or a From address that the certificate does not carry.
+std::vector<std::string> signer_warnings(X509 *certificate, const std::string &from) {
+    std::vector<std::string> warnings;
+    if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0)
+        warnings.push_back("the signer certificate has expired, so verifiers will reject this "
+                           "signature");
+    else if (X509_cmp_current_time(X509_get0_notBefore(certificate)) > 0)
+        warnings.push_back("the signer certificate is not valid yet, so verifiers will reject "
+                           "this signature");
+
+    if (!from.empty() && X509_check_email(certificate, from.c_str(), from.size(), 0) != 1)
+        warnings.push_back("From address '" + from + "' is not in the signer certificate, so "
+                           "verifiers that check the sender will reject this signature");
+    return warnings;
+}
+
 class Signer {
   public:
     explicit Signer(const SignCommandOptions &options) : options_(options) {
@@ -248,28 +282,29 @@ class Signer {
         certificate_ = certificate_file ? std::move(certificate_file)
                                         : shared_copy(key_->certificate());
         if (X509_check_private_key(certificate_.get(), key_->key()) != 1)
-            throw OpensslError("the certificate does not belong to key '" + options.key + "'",
+            throw OpensslError("the certificate does not belong to key '" +
+                                   key_uri.to_string() + "'",
                                "pass the matching certificate with --cert");
         append_chain(key_->chain(), options.chain);
     }
 
-    // Signs the message in the file in (standard input when empty) and writes it to out.
-    // With show_progress, a large input gets a progress bar on a terminal.
-    void sign_file(const std::optional<std::string> &in, const std::optional<std::string> &out,
-                   bool show_progress) const {
-        InputMessage input(in);
+    // Signs the message of input and writes it to out, and returns the warnings about the
+    // signature. headers are those of input, read before the login. With show_progress, a
+    // large input gets a progress bar on a terminal.
+    std::vector<std::string> sign_file(InputMessage &input, const MessageHeaders &headers,
+                                       const std::optional<std::string> &out,
+                                       bool show_progress) const {
         std::optional<ProgressBar> progress;
         if (show_progress)
             progress.emplace(input.source());
         OutputFile output(out);
         SignOptions sign = sign_options(output.folder());
-        if (!recipients_) {
+        if (!recipients_)
             sign_stream(input.source(), output.bio(), sign);
-            output.commit();
-            return;
-        }
-        encrypt_signed(input.source(), sign, output);
+        else
+            encrypt_signed(input.source(), sign, output);
         output.commit();
+        return signer_warnings(certificate_.get(), headers.from_address);
     }
 
   private:
@@ -315,6 +350,18 @@ class Signer {
     X509Ptr certificate_;
 };
 
+VerifyOptions verify_options(const VerifyCommandOptions &options) {
+    VerifyOptions verify;
+    verify.ca_file = options.ca_file;
+    verify.ca_path = options.ca_path;
+    verify.system_ca = !options.no_system_ca;
+    verify.sender_check = !options.no_sender_check;
+    verify.signer_certificate_files = options.signer_certs;
+    verify.allow_sha1 = options.allow_sha1;
+    add_trust_settings(options, verify);
+    return verify;
+}
+
 } // namespace
 
 int run_list(const ListOptions &options) {
@@ -328,35 +375,38 @@ int run_list(const ListOptions &options) {
 }
 
 int run_sign(const SignCommandOptions &options) {
+    apply_size_limit(options.batch);
     check_batch_usage(options.batch, options.in, options.out, true);
     if (!is_batch(options.batch)) {
-        Signer(options).sign_file(options.in, options.out, true);
+        InputMessage input(options.in);
+        // Unusable input and a missing output folder fail before a PIN try is spent.
+        MessageHeaders headers = read_headers(input.source());
+        check_output_folder(options.out);
+        Signer signer(options);
+        for (const auto &warning : signer.sign_file(input, headers, options.out, true))
+            warn(warning);
         return exit_success;
     }
+    std::vector<BatchFile> files = plan_files(options.batch);
     Signer signer(options);
-    return run_files(options.batch, [&signer](const BatchFile &file) {
-        signer.sign_file(file.input, file.output, false);
-        return FileOutcome{};
+    return run_files(options.batch, files, [&signer](const BatchFile &file) {
+        InputMessage input(file.input);
+        MessageHeaders headers = read_headers(input.source());
+        FileOutcome outcome;
+        for (const auto &warning : signer.sign_file(input, headers, file.output, false))
+            outcome.notices += "p11smime: warning: " + file.input + ": " + warning + "\n";
+        return outcome;
     });
 }
 
 namespace {
-
-VerifyOptions verify_options(const VerifyCommandOptions &options) {
-    VerifyOptions verify;
-    verify.ca_file = options.ca_file;
-    verify.ca_path = options.ca_path;
-    verify.system_ca = !options.no_system_ca;
-    verify.sender_check = !options.no_sender_check;
-    verify.signer_certificate_files = options.signer_certs;
-    return verify;
-}
 
 // Verifies one file. The verified content goes to out only when every check passed.
 VerifyResult verify_file(const VerifyCommandOptions &options,
                          const std::optional<std::string> &in,
                          const std::optional<std::string> &out, bool show_progress) {
     InputMessage input(in);
+    check_output_folder(out);
     std::optional<ProgressBar> progress;
     if (show_progress)
         progress.emplace(input.source());
@@ -377,6 +427,11 @@ VerifyResult verify_file(const VerifyCommandOptions &options,
 // file, or as one line of JSON; a failed check makes the status 1 and writes no output.
 FileOutcome verify_batch_file(const VerifyCommandOptions &options, const BatchFile &file) {
     VerifyResult result = verify_file(options, file.input, file.output, false);
+    if (result.valid && options.learn_dir) {
+        static std::mutex learning; // one thread at a time writes to the folder
+        std::lock_guard<std::mutex> lock(learning);
+        learn_signers(*options.learn_dir, result);
+    }
     FileOutcome outcome;
     outcome.status = result.valid ? exit_success : exit_check_failed;
     std::ostringstream report;
@@ -395,7 +450,8 @@ FileOutcome verify_batch_file(const VerifyCommandOptions &options, const BatchFi
 }
 
 int run_verify_batch(const VerifyCommandOptions &options) {
-    return run_files(options.batch, [&options](const BatchFile &file) {
+    std::vector<BatchFile> files = plan_files(options.batch);
+    return run_files(options.batch, files, [&options](const BatchFile &file) {
         try {
             return verify_batch_file(options, file);
         } catch (const Error &error) {
@@ -411,6 +467,7 @@ int run_verify_batch(const VerifyCommandOptions &options) {
 } // namespace
 
 int run_verify(const VerifyCommandOptions &options) {
+    apply_size_limit(options.batch);
     check_batch_usage(options.batch, options.in, options.out, false);
     if (is_batch(options.batch))
         return run_verify_batch(options);
@@ -427,6 +484,8 @@ int run_verify(const VerifyCommandOptions &options) {
         std::cerr << "p11smime: error: verification failed: " << result.failures.front() << "\n";
         return exit_check_failed;
     }
+    if (options.learn_dir)
+        learn_signers(*options.learn_dir, result);
     return exit_success;
 }
 
@@ -464,26 +523,33 @@ std::vector<X509Ptr> encrypt_file(const EncryptCommandOptions &options,
 } // namespace
 
 int run_encrypt(const EncryptCommandOptions &options) {
+    apply_size_limit(options.batch);
     check_batch_usage(options.batch, options.in, options.out, true);
-    if (!is_batch(options.batch))
+    std::vector<BatchFile> files;
+    if (is_batch(options.batch)) {
+        files = plan_files(options.batch);
+    } else {
         require_out_for_json(options.json, options.out);
+        check_output_folder(options.out);
+    }
     Recipients recipients(options.encryption, token_options(options.common));
 
     if (!is_batch(options.batch)) {
         std::vector<X509Ptr> used =
             encrypt_file(options, recipients, options.in, options.out, true);
         if (options.json)
-            print_encrypt_json(std::cout, used, options.encryption.cipher,
+            print_encrypt_json(std::cout, used, content_cipher(used, options.encryption),
                                options.encryption.rsa_oaep);
         return exit_success;
     }
-    return run_files(options.batch, [&](const BatchFile &file) {
+    return run_files(options.batch, files, [&](const BatchFile &file) {
         std::vector<X509Ptr> used =
             encrypt_file(options, recipients, file.input, file.output, false);
         FileOutcome outcome;
         if (options.json) {
             std::ostringstream report;
-            print_batch_encrypt_json(report, file.input, used, options.encryption.cipher,
+            print_batch_encrypt_json(report, file.input, used,
+                                     content_cipher(used, options.encryption),
                                      options.encryption.rsa_oaep);
             outcome.report = report.str();
         }
@@ -525,13 +591,26 @@ class TokenKeyLookup {
         return {keys_.back().key(), keys_.back().certificate()};
     }
 
+    // Throws Pkcs11Error when the token of a key that was used no longer answers, so that a
+    // token pulled out during decryption is reported as such. A token that answers says
+    // nothing about the ciphertext, so this adds no padding oracle.
+    void check_tokens() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto &key : keys_)
+            if (unsigned long rv = key.probe(); is_token_lost(rv))
+                throw Pkcs11Error(rv, "decrypting with the key of " +
+                                          subject_text(key.certificate()),
+                                  "", "check the token and run the command again");
+    }
+
   private:
     DecryptionKey open_named_key(const std::function<bool(X509 *)> &is_recipient,
                                  const std::vector<std::string> &recipients) {
         Pkcs11Uri uri = Pkcs11Uri::parse(*options_.key);
         TokenKey key = open_token_key(module(&uri), uri, std::nullopt, token_);
         if (!is_recipient(key.certificate()))
-            throw Error("key '" + *options_.key + "' (" + subject_text(key.certificate()) +
+            throw Error("key '" + without_pin_value(*options_.key) + "' (" +
+                            subject_text(key.certificate()) +
                             ") is not a recipient of this message, which is encrypted to: " +
                             joined_recipients(recipients),
                         "name the key of one of these recipients, or leave out --key");
@@ -558,6 +637,7 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
                          const std::optional<std::string> &in,
                          const std::optional<std::string> &out, bool show_progress) {
     InputMessage input(in);
+    check_output_folder(out);
     std::optional<ProgressBar> progress;
     if (show_progress)
         progress.emplace(input.source());
@@ -580,6 +660,7 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
     (options.verify.json ? outcome.report : outcome.notices) = report.str();
 
     if (!result.valid) {
+        lookup.check_tokens();
         if (const char *debug = std::getenv("P11SMIME_DEBUG"); debug && *debug &&
                                                                !result.detail.empty())
             outcome.notices += "p11smime: debug: " + result.detail + "\n";
@@ -594,10 +675,18 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
 } // namespace
 
 int run_decrypt(const DecryptCommandOptions &options) {
+    apply_size_limit(options.batch);
     check_batch_usage(options.batch, options.verify.in, options.verify.out, true);
+    std::vector<BatchFile> files;
+    if (is_batch(options.batch)) {
+        files = plan_files(options.batch);
+    } else {
+        require_out_for_json(options.verify.json, options.verify.out);
+        check_output_folder(options.verify.out);
+    }
     TokenKeyLookup lookup(options);
     if (is_batch(options.batch))
-        return run_files(options.batch, [&](const BatchFile &file) {
+        return run_files(options.batch, files, [&](const BatchFile &file) {
             FileOutcome outcome =
                 decrypt_file(options, lookup, file.input, file.output, false);
             if (!options.verify.json)
@@ -605,7 +694,6 @@ int run_decrypt(const DecryptCommandOptions &options) {
             return outcome;
         });
 
-    require_out_for_json(options.verify.json, options.verify.out);
     FileOutcome outcome =
         decrypt_file(options, lookup, options.verify.in, options.verify.out, true);
     std::cout << outcome.report;

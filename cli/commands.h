@@ -2,9 +2,13 @@
 // signature or policy check, 2 a usage, input or environment error (raised as Error).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "common/ossl.h"
+#include "token/token.h"
 
 namespace p11smime::cli {
 
@@ -18,6 +22,7 @@ struct BatchSettings {
     std::vector<std::string> files; // batch mode when not empty
     std::optional<std::string> out_dir;
     std::optional<unsigned> jobs; // worker threads; default: the number of cores
+    std::optional<unsigned> max_size_mib; // input size limit in MiB, 0 for none
 };
 
 struct ListOptions {
@@ -30,6 +35,7 @@ struct EncryptionSettings {
     std::vector<std::string> recipients; // certificate files or PKCS#11 URIs
     std::optional<std::string> cert_dir;
     std::string cipher = "aes-256-cbc";
+    bool cipher_given = false; // --cipher was given; else learned SMIMECapabilities may choose
     bool rsa_oaep = false;
 };
 
@@ -54,6 +60,17 @@ struct VerifyCommandOptions {
     bool no_system_ca = false;
     bool no_sender_check = false;
     std::vector<std::string> signer_certs;
+    std::string at_time = "now";
+    std::string date_mismatch = "warn";
+    std::vector<std::string> crl_files;
+    std::optional<std::string> crl_dir;
+    bool online = false;
+    std::optional<std::string> ocsp_url;
+    std::string revocation = "soft";
+    int timeout_seconds = 5;
+    std::optional<std::string> cache_dir;
+    std::optional<std::string> learn_dir; // verify only
+    bool allow_sha1 = false;
     bool json = false;
     std::optional<std::string> in;
     std::optional<std::string> out;
@@ -77,13 +94,36 @@ struct DecryptCommandOptions {
     BatchSettings batch;
 };
 
+struct CertsCommandOptions {
+    std::string action; // "list", "show" or "remove"
+    std::string cert_dir;
+    std::string email;  // for show and remove
+    bool json = false;
+};
+
 int run_list(const ListOptions &options);
 int run_sign(const SignCommandOptions &options);
 int run_verify(const VerifyCommandOptions &options);
 int run_encrypt(const EncryptCommandOptions &options);
 int run_decrypt(const DecryptCommandOptions &options);
+int run_certs(const CertsCommandOptions &options);
+
+// Returns the token settings of the command line, with the PIN prompt on /dev/tty when a
+// terminal is attached and warnings printed by warn().
+TokenOptions token_options(const CommonOptions &common);
+
+// Reads the certificates of a --cert-dir folder (*.pem, *.crt, *.cer, *.der), indexed by
+// lowercase email address. Throws Error when the folder or a file cannot be read.
+std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &folder);
 
 // Prints a warning on stderr as "p11smime: warning: ...".
 void warn(const std::string &message);
+
+// Reads every certificate in a PEM file, or the one certificate of a DER file. Throws
+// OpensslError naming the file when it has none.
+X509StackPtr read_certificates(const std::string &path);
+
+// Reads the first certificate of a PEM or DER file.
+X509Ptr read_certificate(const std::string &path);
 
 } // namespace p11smime::cli

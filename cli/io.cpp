@@ -5,6 +5,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -16,25 +17,41 @@
 
 #include <openssl/crypto.h>
 
+#include "cms/limits.h"
 #include "common/error.h"
 
 namespace p11smime::cli {
 
-std::string read_input(const std::optional<std::string> &path) {
-    if (!path || *path == "-") {
-        std::ostringstream buffer;
-        buffer << std::cin.rdbuf();
-        if (std::cin.bad())
-            throw Error("cannot read standard input");
-        return buffer.str();
+namespace {
+
+// Reads at most max_message_size() + 1 bytes from stream, so an endless or huge input costs no
+// more memory than the largest message p11smime accepts.
+std::string read_bounded(std::istream &stream, const std::string &name) {
+    size_t bound = max_message_size();
+    std::string data;
+    char chunk[65536];
+    while (stream && (bound == 0 || data.size() <= bound)) {
+        stream.read(chunk, sizeof chunk);
+        data.append(chunk, static_cast<size_t>(stream.gcount()));
     }
+    if (stream.bad())
+        throw Error("cannot read " + name);
+    check_message_size(data.size(), name);
+    return data;
+}
+
+} // namespace
+
+std::string read_input(const std::optional<std::string> &path) {
+    if (!path || *path == "-")
+        return read_bounded(std::cin, "standard input");
+    struct stat status {};
+    if (stat(path->c_str(), &status) == 0 && S_ISDIR(status.st_mode))
+        throw Error("input '" + *path + "' is a directory", "give --in a message file");
     std::ifstream file(*path, std::ios::binary);
     if (!file)
         throw Error("cannot open input file '" + *path + "': " + std::strerror(errno));
-    std::string data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    if (file.bad())
-        throw Error("cannot read input file '" + *path + "'");
-    return data;
+    return read_bounded(file, "input file '" + *path + "'");
 }
 
 namespace {
@@ -55,28 +72,25 @@ void write_all(int fd, const std::string &data, const std::string &name) {
     write_all(fd, data.data(), data.size(), name);
 }
 
-} // namespace
-
-void write_output(const std::optional<std::string> &path, const std::string &data) {
-    if (!path || *path == "-") {
-        write_all(STDOUT_FILENO, data, "standard output");
-        return;
-    }
-
-    std::string temporary = *path + ".p11smime-XXXXXX";
+// Writes a temporary file in the target's folder and renames it over the target, so a failure
+// leaves no partial file and readers see either the old or the new content. Like openssl and
+// gpg, it does not call fsync, because that cost more than the token's signature for a small
+// message.
+void write_atomically(const std::string &path, const std::string &data, mode_t mode) {
+    std::string temporary = path + ".p11smime-XXXXXX";
     std::vector<char> name(temporary.begin(), temporary.end());
     name.push_back('\0');
     int fd = mkstemp(name.data());
     if (fd < 0)
-        throw Error("cannot create a file next to '" + *path + "': " + std::strerror(errno),
+        throw Error("cannot create a file next to '" + path + "': " + std::strerror(errno),
                     "check that the output folder exists and is writable");
     try {
-        write_all(fd, data, *path);
-        if (close(fd) != 0)
-            throw Error("cannot write '" + *path + "': " + std::strerror(errno));
+        write_all(fd, data, path);
+        if (fchmod(fd, mode) != 0 || close(fd) != 0)
+            throw Error("cannot write '" + path + "': " + std::strerror(errno));
         fd = -1;
-        if (rename(name.data(), path->c_str()) != 0)
-            throw Error("cannot rename the output into '" + *path + "': " +
+        if (rename(name.data(), path.c_str()) != 0)
+            throw Error("cannot rename the output into '" + path + "': " +
                         std::strerror(errno));
     } catch (...) {
         if (fd >= 0)
@@ -86,12 +100,149 @@ void write_output(const std::optional<std::string> &path, const std::string &dat
     }
 }
 
+// Opens an existing file that is not a regular file, such as a FIFO or a device, where a
+// rename would replace the node instead of writing through it.
+int open_special(const std::string &path) {
+    int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw Error("cannot open '" + path + "' for writing: " + std::strerror(errno));
+    return fd;
+}
+
+void write_special(const std::string &path, const std::string &data) {
+    int fd = open_special(path);
+    try {
+        write_all(fd, data, path);
+    } catch (...) {
+        close(fd);
+        throw;
+    }
+    if (close(fd) != 0)
+        throw Error("cannot write '" + path + "': " + std::strerror(errno));
+}
+
+// Returns the mode a new output file gets: that of the file it replaces, else 0666 less the
+// umask, as the shell's redirection would give.
+mode_t output_mode(const struct stat *existing) {
+    if (existing)
+        return existing->st_mode & 07777;
+    mode_t mask = umask(0);
+    umask(mask);
+    return 0666 & ~mask;
+}
+
+std::string resolve_symlink(const std::string &path) {
+    std::vector<char> target(PATH_MAX + 1, '\0');
+    if (!realpath(path.c_str(), target.data()))
+        throw Error("cannot resolve the output link '" + path + "': " + std::strerror(errno));
+    return target.data();
+}
+
+// The file an output goes to, after a symbolic link is followed, and its current status.
+struct OutputTarget {
+    std::string path;
+    bool exists = false;
+    struct stat status {};
+};
+
+// Follows a symbolic link and rejects a directory. Throws Error naming the path.
+OutputTarget resolve_output(const std::string &given) {
+    OutputTarget target;
+    target.path = given;
+    target.exists = lstat(given.c_str(), &target.status) == 0;
+    if (target.exists && S_ISLNK(target.status.st_mode)) {
+        target.path = resolve_symlink(given);
+        target.exists = stat(target.path.c_str(), &target.status) == 0;
+    }
+    if (target.exists && S_ISDIR(target.status.st_mode))
+        throw Error("output '" + target.path + "' is a directory", "give --out a file name");
+    return target;
+}
+
+// Reads fd to its end into memory, or into a new spool file once it grows past limit bytes.
+void read_stream(int fd, const std::string &name, std::string &memory,
+                 std::unique_ptr<TempFile> &spool, size_t limit) {
+    std::vector<char> buffer(256 * 1024);
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t count = read(fd, buffer.data(), buffer.size());
+        if (count < 0 && errno == EINTR)
+            continue;
+        if (count < 0)
+            throw Error("cannot read " + name + ": " + std::strerror(errno));
+        if (count == 0)
+            break;
+        total += static_cast<uint64_t>(count);
+        check_message_size(total, name);
+        if (!spool && memory.size() + static_cast<size_t>(count) > limit) {
+            spool = std::make_unique<TempFile>(temporary_folder());
+            write_all(spool->fd(), memory, "a temporary file");
+            memory.clear();
+            memory.shrink_to_fit();
+        }
+        if (spool)
+            write_all(spool->fd(), buffer.data(), static_cast<size_t>(count), "a temporary file");
+        else
+            memory.append(buffer.data(), static_cast<size_t>(count));
+    }
+}
+
+} // namespace
+
+void write_output(const std::optional<std::string> &path, const std::string &data) {
+    if (!path || *path == "-") {
+        write_all(STDOUT_FILENO, data, "standard output");
+        return;
+    }
+
+    OutputTarget target = resolve_output(*path);
+    if (target.exists && !S_ISREG(target.status.st_mode)) {
+        write_special(target.path, data);
+        return;
+    }
+    write_atomically(target.path, data, output_mode(target.exists ? &target.status : nullptr));
+}
+
+void check_output_folder(const std::optional<std::string> &path) {
+    if (!path || *path == "-")
+        return;
+    size_t slash = path->rfind('/');
+    std::string folder = slash == std::string::npos ? "." : path->substr(0, slash + 1);
+    struct stat status {};
+    if (stat(folder.c_str(), &status) != 0 || !S_ISDIR(status.st_mode))
+        throw Error("output folder '" + folder + "' does not exist",
+                    "create it, or give --out a path in an existing folder");
+    if (access(folder.c_str(), W_OK) != 0)
+        throw Error("output folder '" + folder + "' is not writable",
+                    "give --out a path in a folder you can write");
+    if (stat(path->c_str(), &status) == 0 && S_ISDIR(status.st_mode))
+        throw Error("output '" + *path + "' is a directory", "give --out a file name");
+}
+
 InputMessage::InputMessage(const std::optional<std::string> &path) {
     if (!path || *path == "-") {
-        read_standard_input();
+        read_stream(STDIN_FILENO, "standard input");
+        return;
+    }
+    struct stat status {};
+    if (stat(path->c_str(), &status) == 0 && S_ISDIR(status.st_mode))
+        throw Error("input '" + *path + "' is a directory", "give --in a message file");
+    if (stat(path->c_str(), &status) == 0 && !S_ISREG(status.st_mode)) {
+        // A FIFO or device is read once, like standard input.
+        int fd = open(path->c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            throw Error("cannot open input file '" + *path + "': " + std::strerror(errno));
+        try {
+            read_stream(fd, "input file '" + *path + "'");
+        } catch (...) {
+            close(fd);
+            throw;
+        }
+        close(fd);
         return;
     }
     source_.emplace(MessageSource::open_file(*path));
+    check_message_size(source_->size(), "input file '" + *path + "'");
     if (source_->size() > max_file_in_memory)
         return;
     // A small file is read once into memory, instead of once for every pass over it.
@@ -99,29 +250,10 @@ InputMessage::InputMessage(const std::optional<std::string> &path) {
     source_.emplace(MessageSource::from_memory(memory_));
 }
 
-void InputMessage::read_standard_input() {
-    std::vector<char> buffer(256 * 1024);
-    for (;;) {
-        ssize_t count = read(STDIN_FILENO, buffer.data(), buffer.size());
-        if (count < 0 && errno == EINTR)
-            continue;
-        if (count < 0)
-            throw Error(std::string("cannot read standard input: ") + std::strerror(errno));
-        if (count == 0)
-            break;
-        if (!spool_ && memory_.size() + static_cast<size_t>(count) > max_stdin_in_memory) {
-            spool_ = std::make_unique<TempFile>(temporary_folder());
-            write_all(spool_->fd(), memory_, "a temporary file");
-            memory_.clear();
-            memory_.shrink_to_fit();
-        }
-        if (spool_)
-            write_all(spool_->fd(), buffer.data(), static_cast<size_t>(count), "a temporary file");
-        else
-            memory_.append(buffer.data(), static_cast<size_t>(count));
-    }
+void InputMessage::read_stream(int fd, const std::string &name) {
+    p11smime::cli::read_stream(fd, name, memory_, spool_, max_stdin_in_memory);
     if (spool_)
-        source_.emplace(MessageSource::from_fd(spool_->fd(), "standard input"));
+        source_.emplace(MessageSource::from_fd(spool_->fd(), name));
     else
         source_.emplace(MessageSource::from_memory(memory_));
 }
@@ -143,7 +275,7 @@ BioPtr buffered_fd_bio(int fd) {
     return chain;
 }
 
-void copy_to_standard_output(int fd) {
+void copy_to(int fd, int target, const std::string &name) {
     if (lseek(fd, 0, SEEK_SET) != 0)
         throw Error(std::string("cannot read a temporary file: ") + std::strerror(errno));
     std::vector<char> buffer(output_buffer_size);
@@ -155,23 +287,30 @@ void copy_to_standard_output(int fd) {
             throw Error(std::string("cannot read a temporary file: ") + std::strerror(errno));
         if (count == 0)
             return;
-        write_all(STDOUT_FILENO, buffer.data(), static_cast<size_t>(count), "standard output");
+        write_all(target, buffer.data(), static_cast<size_t>(count), name);
     }
 }
 
 } // namespace
 
 OutputFile::OutputFile(const std::optional<std::string> &path) {
-    if (!path || *path == "-") {
+    std::optional<OutputTarget> target;
+    if (path && *path != "-")
+        target = resolve_output(*path);
+    if (!target || (target->exists && !S_ISREG(target->status.st_mode))) {
+        // Standard output, a FIFO or a device gets the output only once it is complete.
+        if (target)
+            special_ = target->path;
         folder_ = temporary_folder();
         spool_ = std::make_unique<TempFile>(folder_);
         fd_ = spool_->fd();
         bio_ = buffered_fd_bio(fd_);
         return;
     }
-    path_ = *path;
-    folder_ = folder_of(*path);
-    std::vector<char> name(path->begin(), path->end());
+    path_ = target->path;
+    folder_ = folder_of(target->path);
+    mode_ = output_mode(target->exists ? &target->status : nullptr);
+    std::vector<char> name(path_->begin(), path_->end());
     for (char c : std::string(".p11smime-XXXXXX"))
         name.push_back(c);
     name.push_back('\0');
@@ -193,20 +332,37 @@ OutputFile::~OutputFile() {
 }
 
 void OutputFile::commit() {
+    std::string name = path_ ? *path_ : special_.value_or("standard output");
     if (BIO_flush(bio_.get()) != 1)
-        throw Error("cannot write '" + path_.value_or("standard output") + "'",
-                    "check the free space of the output folder");
+        throw Error("cannot write '" + name + "'", "check the free space of the output folder");
+    if (special_) {
+        int target = open_special(*special_);
+        try {
+            copy_to(fd_, target, name);
+        } catch (...) {
+            close(target);
+            throw;
+        }
+        if (close(target) != 0)
+            throw Error("cannot write '" + name + "': " + std::strerror(errno));
+        committed_ = true;
+        return;
+    }
     if (!path_) {
-        copy_to_standard_output(fd_);
+        copy_to(fd_, STDOUT_FILENO, name);
         committed_ = true;
         return;
     }
     int fd = fd_;
     fd_ = -1;
+    if (fchmod(fd, mode_) != 0) {
+        close(fd);
+        throw Error("cannot write '" + name + "': " + std::strerror(errno));
+    }
     if (close(fd) != 0)
-        throw Error("cannot write '" + *path_ + "': " + std::strerror(errno));
+        throw Error("cannot write '" + name + "': " + std::strerror(errno));
     if (rename(temporary_.c_str(), path_->c_str()) != 0)
-        throw Error("cannot rename the output into '" + *path_ + "': " + std::strerror(errno));
+        throw Error("cannot rename the output into '" + name + "': " + std::strerror(errno));
     committed_ = true;
 }
 

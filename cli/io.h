@@ -1,6 +1,8 @@
 // Input and output for the command: files or standard streams, atomic writes, PIN prompts.
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,7 +20,8 @@ namespace p11smime::cli {
 // A file is read in pieces as it is needed, unless it is small.
 class InputMessage {
   public:
-    // Opens the input. Throws Error naming it when it cannot be read.
+    // Opens the input; a FIFO or device is read like standard input. Throws Error naming it
+    // when it cannot be read or is a directory.
     explicit InputMessage(const std::optional<std::string> &path);
     InputMessage(const InputMessage &) = delete; // the source may point into memory_
     InputMessage &operator=(const InputMessage &) = delete;
@@ -31,7 +34,8 @@ class InputMessage {
     static constexpr uint64_t max_file_in_memory = 1024 * 1024;
 
   private:
-    void read_standard_input();
+    // Reads fd to its end: into memory_, or into spool_ past max_stdin_in_memory.
+    void read_stream(int fd, const std::string &name);
 
     std::string memory_;
     std::unique_ptr<TempFile> spool_;
@@ -59,7 +63,9 @@ class OutputFile {
     void commit();
 
   private:
-    std::optional<std::string> path_; // none for standard output
+    std::optional<std::string> path_;    // none for standard output, a FIFO or a device
+    std::optional<std::string> special_; // a FIFO or device, written through on commit
+    mode_t mode_ = 0600;
     std::string temporary_;           // the named temporary file, for a path
     std::string folder_;
     std::unique_ptr<TempFile> spool_; // for standard output
@@ -87,18 +93,27 @@ class ProgressBar {
     bool shown_ = false;
 };
 
-// Reads a whole file, or standard input when path is empty or "-". Throws Error naming it.
+// Reads a whole file, or standard input when path is empty or "-". Throws Error naming it,
+// also when it is larger than max_message_size (cms/limits.h).
 std::string read_input(const std::optional<std::string> &path);
 
 // Writes data to a file atomically (a temporary file in the same folder, then rename), or to
-// standard output when path is empty or "-". A failure leaves no partial file behind. Like
-// openssl and gpg, it does not call fsync, because that cost more than the token's signature
-// for a small message. Durability across a power loss is left to the caller.
+// standard output when path is empty or "-". A failure leaves no partial file behind. A
+// symbolic link is followed, an existing file keeps its mode, and a FIFO or device is
+// written through, without atomicity. Like openssl and gpg, it does not call fsync, because
+// that cost more than the token's signature for a small message. Durability across a power
+// loss is left to the caller.
 void write_output(const std::optional<std::string> &path, const std::string &data);
 
-// Asks for the PIN of the named token on /dev/tty with echo off. Returns an empty function
-// result when there is no terminal, so the caller knows the login is non-interactive.
+// Returns true when /dev/tty can be opened, so a person can be asked for a PIN.
 bool terminal_available();
+
+// Asks for the PIN of the named token on /dev/tty with echo off. Throws Error when there is
+// no terminal or nothing was entered.
 SecurePin prompt_pin_on_tty(const std::string &token_label);
+
+// Throws Error naming path when its folder does not exist, so that a command fails before it
+// spends a PIN try on a run whose output cannot be written.
+void check_output_folder(const std::optional<std::string> &path);
 
 } // namespace p11smime::cli

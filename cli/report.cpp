@@ -102,6 +102,22 @@ json slot_json(const SlotInfo &slot) {
     return value;
 }
 
+json revocation_json(const RevocationReport &revocation) {
+    json certificates = json::array();
+    for (const auto &certificate : revocation.certificates)
+        certificates.push_back({{"subject", certificate.subject},
+                                {"status", status_name(certificate.status)},
+                                {"source", certificate.source},
+                                {"revocation_time", certificate.revocation_time},
+                                {"reason", certificate.reason},
+                                {"note", certificate.note},
+                                {"problems", certificate.problems}});
+    return {{"status", status_name(revocation.status)},
+            {"online", revocation.online},
+            {"note", revocation.note},
+            {"certificates", certificates}};
+}
+
 json signer_json(const SignerReport &signer) {
     return {{"subject", signer.subject},
             {"emails", signer.emails},
@@ -113,7 +129,46 @@ json signer_json(const SignerReport &signer) {
             {"signature_valid", signer.signature_valid},
             {"certificate_valid", signer.certificate_valid},
             {"certificate_error", signer.certificate_error},
-            {"sender_matches", signer.sender_matches}};
+            {"sender_matches", signer.sender_matches},
+            {"validation_time", signer.validation_time},
+            {"validation_time_source", signer.validation_time_source},
+            {"time_failure", signer.time_failure},
+            {"notes", signer.notes},
+            {"date_note", signer.date_note},
+            {"capabilities", signer.capabilities},
+            {"algorithm_error", signer.algorithm_error},
+            {"revocation", revocation_json(signer.revocation)}};
+}
+
+// One line on the revocation of a signer's path: the worst certificate, or why nothing was
+// checked.
+std::string revocation_text(const SignerReport &signer) {
+    const RevocationReport &revocation = signer.revocation;
+    if (!signer.certificate_valid)
+        return "not checked (the path is not valid)";
+    if (!revocation.note.empty())
+        return status_name(revocation.status) + " (" + revocation.note + ")";
+    for (const auto &certificate : revocation.certificates) {
+        if (certificate.status != revocation.status)
+            continue;
+        switch (certificate.status) {
+        case RevocationStatus::good:
+            break;
+        case RevocationStatus::revoked:
+            return "revoked on " + certificate.revocation_time + " (" + certificate.reason +
+                   "), says " + certificate.source;
+        case RevocationStatus::unknown:
+            return "unknown for " + certificate.subject;
+        case RevocationStatus::not_checked:
+            return revocation.online ? "not checked"
+                                     : "not checked: no CRL given, and online checks are off "
+                                       "(--online)";
+        }
+    }
+    std::string sources;
+    for (const auto &certificate : revocation.certificates)
+        sources += (sources.empty() ? "" : "; ") + certificate.source;
+    return "good (" + sources + ")";
 }
 
 } // namespace
@@ -149,6 +204,10 @@ void print_verify_text(std::ostream &out, const VerifyResult &result) {
             << "\n"
             << "  digest:       " << signer.digest << "\n"
             << "  signature:    " << signer.signature_algorithm << "\n";
+        if (!signer.subject.empty())
+            out << "  validated at: " << signer.validation_time << " ("
+                << signer.validation_time_source << ")\n"
+                << "  revocation:   " << revocation_text(signer) << "\n";
     }
     for (const auto &failure : result.failures)
         out << "  failed:       " << failure << "\n";
@@ -164,6 +223,7 @@ json verify_json(const VerifyResult &result) {
         signers.push_back(signer_json(signer));
     return {{"valid", result.valid},       {"structure", result.structure},
             {"part", result.part},         {"from", result.from},
+            {"date", result.date},
             {"failures", result.failures}, {"warnings", result.warnings},
             {"signers", signers}};
 }
@@ -247,7 +307,7 @@ void print_decrypt_text(std::ostream &out, const DecryptResult &result) {
     for (const auto &layer : result.layers) {
         out << "layer " << number++ << ": " << layer.type;
         if (!layer.recipient.empty())
-            out << ", decrypted with the key of " << layer.recipient;
+            out << ", encrypted to " << layer.recipient;
         out << "\n";
         if (layer.has_verification)
             print_verify_text(out, layer.verification);

@@ -39,7 +39,7 @@ void CanonicalEntity::reencode(const std::string &temp_folder) {
     GMimeObject *part = parsed ? g_mime_message_get_mime_part(parsed.get()) : nullptr;
     if (!part)
         throw Error("cannot re-encode the message body for signing");
-    g_mime_object_encode(part, GMIME_ENCODING_CONSTRAINT_7BIT);
+    encode_leaves_7bit(part);
 
     FormatOptionsPtr format(g_mime_format_options_new());
     g_mime_format_options_set_newline_format(format.get(), GMIME_NEWLINE_FORMAT_DOS);

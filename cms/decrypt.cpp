@@ -9,6 +9,7 @@
 
 #include "cms/cms_split.h"
 #include "cms/gmime_ptr.h"
+#include "cms/limits.h"
 #include "cms/mime.h"
 #include "cms/stream.h"
 #include "common/error.h"
@@ -473,6 +474,15 @@ bool Unwrapper::verify_layer(const std::string &type, const MessageSource &curre
     bool valid = layer.verification.valid;
     for (const auto &failure : layer.verification.failures)
         result_.failures.push_back(failure);
+    // The verified content is the signed entity alone. The headers of the message it came
+    // from go back in front of it, as for a decrypted layer.
+    MessageHeaders headers = read_headers(current);
+    Rewrap rewrap;
+    rewrap.bare = false;
+    rewrap.crlf = headers.crlf;
+    for (const auto &header : headers.routing_headers)
+        rewrap.headers += header.raw;
+    pending_ = std::move(rewrap);
     result_.layers.push_back(std::move(layer));
     keep(std::move(content));
     return valid;
@@ -546,6 +556,7 @@ DecryptResult decrypt_stream(const MessageSource &source, const KeyLookup &looku
 
 DecryptResult decrypt_message(const std::string &message, const KeyLookup &lookup,
                               const VerifyOptions &verify_options, bool verify) {
+    check_message_size(message);
     MessageSource source = MessageSource::from_memory(message);
     BioPtr content(BIO_new(BIO_s_mem()));
     if (!content)

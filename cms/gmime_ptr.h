@@ -26,12 +26,18 @@ struct FormatOptionsDeleter {
 using FormatOptionsPtr = std::unique_ptr<GMimeFormatOptions, FormatOptionsDeleter>;
 
 // Parses bytes held in memory into a GMime message. The returned message keeps its own copy of
-// the bytes. Returns null when GMime finds no message.
+// the bytes. Returns null when GMime finds no message. Throws Error when the message exceeds
+// a bound of cms/limits.h, before parsing where the bound allows.
 GPtr<GMimeMessage> parse_message(const std::string &message);
 
 // Parses a message source. For a file, the contents of parts stay in the file and are read
-// from it on demand, so parsing costs the memory of the MIME structure only.
+// from it on demand, so parsing costs the memory of the MIME structure only. Throws Error when
+// the message exceeds a bound of cms/limits.h (for a file, every bound but the size).
 GPtr<GMimeMessage> parse_message(const MessageSource &source);
+
+// Gives every leaf part under object, binary-labelled ones included, a 7-bit transfer
+// encoding, for signing.
+void encode_leaves_7bit(GMimeObject *object);
 
 // Writes object with CRLF line endings into a string.
 std::string write_object_crlf(GMimeObject *object);

@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "cms/gmime_ptr.h"
+#include "cms/limits.h"
 #include "common/error.h"
 
 namespace p11smime {
@@ -17,19 +18,79 @@ void ensure_gmime_initialised() {
     std::call_once(once, [] { g_mime_init(); });
 }
 
+namespace {
+
+struct ParserOptionsDeleter {
+    void operator()(GMimeParserOptions *options) const noexcept {
+        g_mime_parser_options_free(options);
+    }
+};
+
+using ParserOptionsPtr = std::unique_ptr<GMimeParserOptions, ParserOptionsDeleter>;
+
+// Records GMime's report that it stopped descending into nested message/rfc822 parts.
+void note_nesting_overflow(gint64, GMimeParserWarning warning, const gchar *, gpointer flag) {
+    if (warning == GMIME_CRIT_NESTING_OVERFLOW)
+        *static_cast<bool *>(flag) = true;
+}
+
+// Returns the nesting depth of object: 1 for a leaf part. Stops counting past limit, so a
+// hostile tree costs no more than limit levels of recursion.
+int mime_depth(GMimeObject *object, int limit) {
+    if (limit <= 0)
+        return 1;
+    int deepest = 0;
+    if (GMIME_IS_MULTIPART(object)) {
+        GMimeMultipart *multipart = GMIME_MULTIPART(object);
+        for (int i = 0; i < g_mime_multipart_get_count(multipart) && deepest < limit; ++i)
+            deepest = std::max(deepest,
+                               mime_depth(g_mime_multipart_get_part(multipart, i), limit - 1));
+    } else if (GMIME_IS_MESSAGE_PART(object)) {
+        GMimeMessage *inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(object));
+        GMimeObject *body = inner ? g_mime_message_get_mime_part(inner) : nullptr;
+        if (body)
+            deepest = mime_depth(body, limit - 1);
+    }
+    return deepest + 1;
+}
+
+void check_mime_depth(GMimeMessage *message, bool overflow) {
+    GMimeObject *body = message ? g_mime_message_get_mime_part(message) : nullptr;
+    if (overflow || (body && mime_depth(body, max_mime_depth) > max_mime_depth))
+        throw Error("the message nests MIME parts more than " + std::to_string(max_mime_depth) +
+                        " levels deep",
+                    "p11smime rejects deeper nesting, which no mail client produces");
+}
+
+} // namespace
+
 GPtr<GMimeMessage> parse_message(const std::string &message) {
+    check_message_limits(message);
     ensure_gmime_initialised();
     GPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(
         const_cast<char *>(message.data()), message.size()));
     GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-    return GPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
+
+    bool overflow = false;
+    ParserOptionsPtr options(g_mime_parser_options_new());
+    g_mime_parser_options_set_warning_callback(options.get(), note_nesting_overflow, &overflow);
+    GPtr<GMimeMessage> parsed(g_mime_parser_construct_message(parser.get(), options.get()));
+    check_mime_depth(parsed.get(), overflow);
+    return parsed;
 }
 
 GPtr<GMimeMessage> parse_message(const MessageSource &source) {
+    check_message_limits(source);
     ensure_gmime_initialised();
     GPtr<GMimeStream> stream(new_gmime_stream(source));
     GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-    return GPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
+
+    bool overflow = false;
+    ParserOptionsPtr options(g_mime_parser_options_new());
+    g_mime_parser_options_set_warning_callback(options.get(), note_nesting_overflow, &overflow);
+    GPtr<GMimeMessage> parsed(g_mime_parser_construct_message(parser.get(), options.get()));
+    check_mime_depth(parsed.get(), overflow);
+    return parsed;
 }
 
 std::string write_object_crlf(GMimeObject *object) {
@@ -104,7 +165,7 @@ size_t find_body_offset(const std::string &message, size_t last_header) {
         if (i + 2 < message.size() && message[i + 1] == '\r' && message[i + 2] == '\n')
             return i + 3;
     }
-    return message.size();
+    return std::string::npos;
 }
 
 uint64_t find_body_offset(const MessageSource &source, uint64_t last_header) {
@@ -112,13 +173,13 @@ uint64_t find_body_offset(const MessageSource &source, uint64_t last_header) {
     while (last_header + window.size() < source.size()) {
         window += source.read_range(last_header + window.size(), 64 * 1024);
         size_t body = find_body_offset(window, 0);
-        if (body < window.size() || last_header + window.size() >= source.size())
+        if (body != std::string::npos)
             return last_header + body;
         if (window.size() > max_header_block_size)
             throw Error("a header block of '" + source.name() + "' is over " +
                         std::to_string(max_header_block_size / (1024 * 1024)) + " MiB");
     }
-    return source.size();
+    return UINT64_MAX;
 }
 
 namespace {
@@ -127,14 +188,15 @@ bool is_content_header(const std::string &name) {
     return strncasecmp(name.c_str(), "Content-", 8) == 0;
 }
 
-std::string first_mailbox(GMimeMessage *message) {
+std::vector<std::string> mailboxes(GMimeMessage *message) {
+    std::vector<std::string> result;
     InternetAddressList *from = g_mime_message_get_from(message);
     for (int i = 0; from && i < internet_address_list_length(from); ++i) {
         InternetAddress *address = internet_address_list_get_address(from, i);
         if (INTERNET_ADDRESS_IS_MAILBOX(address))
-            return internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address));
+            result.push_back(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address)));
     }
-    return {};
+    return result;
 }
 
 } // namespace
@@ -160,9 +222,17 @@ SplitMessage split_message(const std::string &message) {
 
     SplitMessage split;
     size_t body_start = find_body_offset(message, positions.back().offset);
-    size_t header_end = message.rfind('\n', body_start - 2) + 1;
+    size_t header_end = message.size();
+    if (body_start == std::string::npos)
+        body_start = message.size(); // headers only: the body is empty
+    else
+        header_end = message.rfind('\n', body_start - 2) + 1;
     for (size_t i = 0; i < positions.size(); ++i) {
         size_t end = i + 1 < positions.size() ? positions[i + 1].offset : header_end;
+        if (end - positions[i].offset > max_header_field_size)
+            throw Error("header field " + positions[i].name + " is longer than " +
+                            std::to_string(max_header_field_size) + " bytes",
+                        "p11smime rejects header fields over that size");
         RawHeader header{positions[i].name,
                          message.substr(positions[i].offset, end - positions[i].offset)};
         (is_content_header(header.name) ? split.content_headers : split.routing_headers)
@@ -172,7 +242,10 @@ SplitMessage split_message(const std::string &message) {
     size_t first_newline = message.find('\n');
     split.crlf = first_newline != std::string::npos && first_newline > 0 &&
                  message[first_newline - 1] == '\r';
-    split.from_address = first_mailbox(parsed.get());
+    split.from_addresses = mailboxes(parsed.get());
+    split.from_address = split.from_addresses.empty() ? "" : split.from_addresses.front();
+    for (const auto &header : split.routing_headers)
+        split.from_header_count += strcasecmp(header.name.c_str(), "From") == 0;
     return split;
 }
 
@@ -267,6 +340,33 @@ bool declares_8bit(const MessageHeaders &split) {
     return false;
 }
 
+// Gives every leaf part, binary-labelled ones included, a 7-bit transfer encoding: GMime picks
+// quoted-printable or base64 from the part's content.
+void encode_leaves_7bit(GMimeObject *object) {
+    if (GMIME_IS_MULTIPART(object)) {
+        GMimeMultipart *multipart = GMIME_MULTIPART(object);
+        for (int i = 0; i < g_mime_multipart_get_count(multipart); ++i)
+            encode_leaves_7bit(g_mime_multipart_get_part(multipart, i));
+        return;
+    }
+    if (GMIME_IS_MESSAGE_PART(object)) {
+        GMimeMessage *message = g_mime_message_part_get_message(GMIME_MESSAGE_PART(object));
+        if (message && g_mime_message_get_mime_part(message))
+            encode_leaves_7bit(g_mime_message_get_mime_part(message));
+        return;
+    }
+    if (!GMIME_IS_PART(object))
+        return;
+    GMimePart *part = GMIME_PART(object);
+    GMimeContentEncoding encoding = g_mime_part_get_content_encoding(part);
+    if (encoding == GMIME_CONTENT_ENCODING_BASE64 ||
+        encoding == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
+        encoding == GMIME_CONTENT_ENCODING_UUENCODE)
+        return;
+    g_mime_part_set_content_encoding(
+        part, g_mime_part_get_best_content_encoding(part, GMIME_ENCODING_CONSTRAINT_7BIT));
+}
+
 std::string canonical_entity(const SplitMessage &split, const std::string &message) {
     std::string headers;
     for (const auto &header : split.content_headers)
@@ -280,7 +380,7 @@ std::string canonical_entity(const SplitMessage &split, const std::string &messa
     GMimeObject *part = parsed ? g_mime_message_get_mime_part(parsed.get()) : nullptr;
     if (!part)
         throw Error("cannot re-encode the message body for signing");
-    g_mime_object_encode(part, GMIME_ENCODING_CONSTRAINT_7BIT);
+    encode_leaves_7bit(part);
     return to_crlf(write_object_crlf(part));
 }
 

@@ -29,6 +29,8 @@ struct MessageHeaders {
     uint64_t body_offset = 0; // where the bytes after the blank line start
     bool crlf = false;        // whether the input's header lines end in CRLF
     std::string from_address; // the first mailbox of From, or empty
+    std::vector<std::string> from_addresses; // every mailbox of From
+    int from_header_count = 0;
 };
 
 // A message split into its header block and its body.
@@ -56,11 +58,11 @@ constexpr size_t max_header_block_size = 4 * 1024 * 1024;
 bool declares_8bit(const MessageHeaders &split);
 
 // Returns the offset just past the blank line that ends a header block whose last field starts
-// at last_header, or the input size when there is no blank line.
+// at last_header, or std::string::npos when there is no blank line.
 size_t find_body_offset(const std::string &message, size_t last_header);
 
 // Returns the offset just past the blank line that ends a header block whose last field starts
-// at last_header in source, or the size of source when there is no blank line. Throws Error
+// at last_header in source, or UINT64_MAX when there is no blank line. Throws Error
 // when the header block runs on for over max_header_block_size.
 uint64_t find_body_offset(const MessageSource &source, uint64_t last_header);
 

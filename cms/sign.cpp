@@ -99,6 +99,17 @@ CmsPtr new_signed_data(const SignOptions &options, const std::string &digest,
     return cms;
 }
 
+// Signs content held in memory, embedded with options.opaque or else detached.
+CmsPtr build_signed_data(const std::string &content, const SignOptions &options,
+                         const std::string &digest) {
+    unsigned int flags = CMS_BINARY | (options.opaque ? 0 : CMS_DETACHED);
+    CmsPtr cms = new_signed_data(options, digest, flags);
+    BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
+    if (!data || !CMS_final(cms.get(), data.get(), nullptr, flags))
+        throw OpensslError("signing failed");
+    return cms;
+}
+
 std::string der_bytes(CMS_ContentInfo *cms) {
     unsigned char *der = nullptr;
     int length = i2d_CMS_ContentInfo(cms, &der);
@@ -111,7 +122,7 @@ std::string der_bytes(CMS_ContentInfo *cms) {
 
 // Hashes the entity while it is written into the first part, then signs the digest. The
 // digest BIOs of CMS_dataInit() end in a null BIO, because the content is detached.
-void sign_detached(const CanonicalEntity &entity, SmimeWriter &writer,
+void sign_multipart(const CanonicalEntity &entity, SmimeWriter &writer,
                    const SignOptions &options, const std::string &digest) {
     CmsPtr cms = new_signed_data(options, digest, CMS_BINARY | CMS_DETACHED);
     BioPtr digests(CMS_dataInit(cms.get(), nullptr));
@@ -163,7 +174,7 @@ void sign_to(const MessageSource &source, BIO *out, const SignOptions &options, 
 
     SmimeWriter writer(headers, out);
     if (!options.opaque)
-        sign_detached(entity, writer, options, digest);
+        sign_multipart(entity, writer, options, digest);
     else if (stream)
         sign_opaque_streaming(entity, writer, options, digest);
     else
@@ -185,6 +196,17 @@ std::string sign_message(const std::string &message, const SignOptions &options)
 
 void sign_stream(const MessageSource &source, BIO *out, const SignOptions &options) {
     sign_to(source, out, options, true);
+}
+
+std::string sign_detached(const std::string &data, const SignOptions &options) {
+    clear_openssl_errors();
+    std::string digest = options.digest.empty() ? default_digest(options.key) : options.digest;
+    micalg_name(digest); // rejects a digest that sign_message would reject too
+
+    SignOptions detached = options;
+    detached.opaque = false;
+    CmsPtr cms = build_signed_data(data, detached, digest);
+    return der_bytes(cms.get());
 }
 
 } // namespace p11smime

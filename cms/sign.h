@@ -41,6 +41,12 @@ std::string sign_message(const std::string &message, const SignOptions &options)
 // error, out contains a partial message, which the caller discards. Throws Error or OpensslError.
 void sign_stream(const MessageSource &source, BIO *out, const SignOptions &options);
 
+// Signs data byte for byte, with no MIME parsing or canonical form, as git needs for the raw
+// bytes of a commit or tag. Returns the DER of a detached SignedData with the same signed
+// attributes and certificates as sign_message; options.opaque is ignored. Throws Error or
+// OpensslError.
+std::string sign_detached(const std::string &data, const SignOptions &options);
+
 // Returns the digest name sign_message uses for key when options.digest is empty.
 std::string default_digest(EVP_PKEY *key);
 

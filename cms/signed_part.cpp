@@ -158,6 +158,8 @@ std::pair<uint64_t, uint64_t> first_part_range(const MessageSource &source,
         throw Error("multipart/signed has no boundary parameter");
 
     uint64_t body = find_body_offset(source, header_span(object).second);
+    if (body == UINT64_MAX)
+        throw Error("multipart/signed has no body");
     bool is_close = false;
     uint64_t opening = find_delimiter(source, boundary, body, is_close);
     if (opening == UINT64_MAX || is_close)
@@ -185,7 +187,35 @@ bool is_binary_part(GMimeObject *object) {
            g_mime_part_get_content_encoding(GMIME_PART(object)) == GMIME_CONTENT_ENCODING_BINARY;
 }
 
+// Rejects a multipart/signed whose protocol is not S/MIME, such as a PGP/MIME signature.
+void check_protocol(GMimeObject *object) {
+    const char *protocol = g_mime_object_get_content_type_parameter(object, "protocol");
+    if (protocol && (strcasecmp(protocol, "application/pkcs7-signature") == 0 ||
+                     strcasecmp(protocol, "application/x-pkcs7-signature") == 0))
+        return;
+    throw Error(std::string("multipart/signed has protocol '") + (protocol ? protocol : "") +
+                    "', which is not S/MIME",
+                "S/MIME signatures use protocol=\"application/pkcs7-signature\"");
+}
+
+// RFC 8551 section 3.5.3 requires application/pkcs7-signature for the second part; the
+// x-pkcs7 form is what older clients write. Anything else is not an S/MIME signature, and
+// decoding it as CMS would only produce a confusing error.
+void check_signature_type(GMimeObject *signature) {
+    GMimeContentType *type = g_mime_object_get_content_type(signature);
+    if (g_mime_content_type_is_type(type, "application", "pkcs7-signature") ||
+        g_mime_content_type_is_type(type, "application", "x-pkcs7-signature"))
+        return;
+    char *text = g_mime_content_type_get_mime_type(type);
+    std::string name = text ? text : "no content type";
+    g_free(text);
+    throw Error("the second part of multipart/signed is " + name +
+                    " instead of application/pkcs7-signature",
+                "the message is not S/MIME signed, or its signature part is mislabelled");
+}
+
 SignedPart read_multipart_signed(const MessageSource &source, const Found &found) {
+    check_protocol(found.object);
     GMimeMultipart *multipart = GMIME_MULTIPART(found.object);
     if (g_mime_multipart_get_count(multipart) != 2)
         throw Error("multipart/signed has " +
@@ -195,6 +225,7 @@ SignedPart read_multipart_signed(const MessageSource &source, const Found &found
     GMimeObject *signature = g_mime_multipart_get_part(multipart, 1);
     if (!GMIME_IS_PART(signature))
         throw Error("the signature part of multipart/signed is not a leaf part");
+    check_signature_type(signature);
 
     SignedPart result;
     result.part = found.part;

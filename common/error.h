@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace p11smime {
 
@@ -25,10 +26,25 @@ class Error : public std::runtime_error {
 class OpensslError : public Error {
   public:
     explicit OpensslError(const std::string &operation, std::string hint = {});
+
+    // The packed codes (ERR_get_error) that were on the queue, oldest first. The token layer
+    // reads the CKR_ value of a failed PKCS#11 call from them.
+    const std::vector<unsigned long> &error_codes() const noexcept { return error_codes_; }
+
+  private:
+    struct Drained {
+        std::string message;
+        std::vector<unsigned long> codes;
+    };
+    static Drained drain(const std::string &operation);
+    OpensslError(Drained drained, std::string hint);
+
+    std::vector<unsigned long> error_codes_;
 };
 
-// Returns the reasons on OpenSSL's error queue joined by "; ", and clears the queue.
-std::string drain_openssl_errors();
+// Returns the reasons on OpenSSL's error queue joined by "; ", and clears the queue. Appends
+// each packed error code to codes when it is given.
+std::string drain_openssl_errors(std::vector<unsigned long> *codes = nullptr);
 
 // Clears OpenSSL's error queue. Called before an operation because modules such as SoftHSM leave
 // unrelated errors behind at start-up.

@@ -23,7 +23,9 @@ using X509Ptr = std::unique_ptr<X509, CDeleter<X509_free>>;
 using X509StorePtr = std::unique_ptr<X509_STORE, CDeleter<X509_STORE_free>>;
 using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, CDeleter<X509_STORE_CTX_free>>;
 
-inline void free_x509_stack(STACK_OF(X509) * stack) noexcept { sk_X509_pop_free(stack, X509_free); }
+inline void free_x509_stack(STACK_OF(X509) * stack) noexcept {
+    sk_X509_pop_free(stack, X509_free);
+}
 using X509StackPtr = std::unique_ptr<STACK_OF(X509), CDeleter<free_x509_stack>>;
 
 } // namespace p11smime

@@ -34,19 +34,20 @@ Pkcs11Context::Pkcs11Context(const std::string &path) : path_(path) {
     if (!ctx_)
         throw OpensslError("cannot create a libp11 context");
 
+    // OpensslError keeps the CKR_ value of a failed C_Initialize or C_GetSlotList, so that a
+    // recovering process can tell an absent HSM from a missing module file.
     if (PKCS11_CTX_load(ctx_, path.c_str()) != 0) {
-        std::string reasons = drain_openssl_errors();
+        OpensslError error("cannot load PKCS#11 module '" + path + "'",
+                           "install the module or name another with --module PATH");
         PKCS11_CTX_free(ctx_);
-        throw Error("cannot load PKCS#11 module '" + path + "'" +
-                        (reasons.empty() ? "" : ": " + reasons),
-                    "install the module or name another with --module PATH");
+        throw error;
     }
 
     if (PKCS11_enumerate_slots(ctx_, &slots_, &slot_count_) != 0) {
-        std::string reasons = drain_openssl_errors();
+        OpensslError error("cannot list the slots of PKCS#11 module '" + path + "'");
         PKCS11_CTX_unload(ctx_);
         PKCS11_CTX_free(ctx_);
-        throw Error("cannot list the slots of PKCS#11 module '" + path + "': " + reasons);
+        throw error;
     }
     find_function_list();
 }
@@ -62,6 +63,19 @@ void Pkcs11Context::find_function_list() {
         release();
         throw Error("cannot find C_GetFunctionList in PKCS#11 module '" + path_ + "'");
     }
+
+    // p11-kit's client module hands out a new, uninitialised module for each call, so the
+    // list may not be the one libp11 initialised.
+    CK_INFO info{};
+    if (functions_->C_GetInfo(&info) != CKR_CRYPTOKI_NOT_INITIALIZED)
+        return;
+    CK_C_INITIALIZE_ARGS args{};
+    args.flags = CKF_OS_LOCKING_OK;
+    if (functions_->C_Initialize(&args) != CKR_OK) {
+        release();
+        throw Error("cannot initialise PKCS#11 module '" + path_ + "' for object lookup");
+    }
+    initialised_functions_ = true;
 }
 
 Pkcs11Context::~Pkcs11Context() { release(); }
@@ -70,6 +84,9 @@ void Pkcs11Context::release() noexcept {
     if (slots_)
         PKCS11_release_all_slots(ctx_, slots_, slot_count_);
     slots_ = nullptr;
+    if (initialised_functions_)
+        functions_->C_Finalize(nullptr);
+    initialised_functions_ = false;
     PKCS11_CTX_unload(ctx_);
     PKCS11_CTX_free(ctx_);
     ctx_ = nullptr;

@@ -31,7 +31,7 @@ class Pkcs11Context {
     CK_FUNCTION_LIST *functions() const { return functions_; }
 
     // Keeps the PIN for keys with CKA_ALWAYS_AUTHENTICATE, which libp11 asks for again
-    // before each operation through its UI method; see install_pin_ui().
+    // before each operation through the UI method that keep_pin() installs.
     void keep_pin(SecurePin &&pin);
 
   private:
@@ -44,6 +44,7 @@ class Pkcs11Context {
     unsigned int slot_count_ = 0;
     void *library_ = nullptr; // our own reference to the library that libp11 loaded
     CK_FUNCTION_LIST *functions_ = nullptr;
+    bool initialised_functions_ = false; // functions_ needed a C_Initialize of its own
     UI_METHOD *ui_method_ = nullptr;
     SecurePin pin_;
 };

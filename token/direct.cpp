@@ -19,6 +19,13 @@ DirectSession::~DirectSession() {
     functions_->C_CloseSession(session_);
 }
 
+bool DirectSession::user_logged_in() const {
+    CK_SESSION_INFO info{};
+    if (functions_->C_GetSessionInfo(session_, &info) != CKR_OK)
+        return false;
+    return info.state == CKS_RO_USER_FUNCTIONS || info.state == CKS_RW_USER_FUNCTIONS;
+}
+
 namespace {
 
 // Maximum number of certificates with one subject that a chain lookup reads. A CA renewed

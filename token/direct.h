@@ -32,6 +32,10 @@ class DirectSession {
     X509Ptr find_certificate(const std::optional<std::string> &label,
                              const std::optional<std::vector<unsigned char>> &id);
 
+    // Returns true when the session's state shows the user logged in, as it does in every
+    // session once any session of the process has logged in.
+    bool user_logged_in() const;
+
     // Returns the X.509 certificates whose CKA_SUBJECT is the DER of name.
     std::vector<X509Ptr> find_certificates_by_subject(const X509_NAME *name);
 

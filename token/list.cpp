@@ -1,4 +1,7 @@
-// Listing of modules, slots, tokens and objects for `p11smime list`.
+// Listing of modules, slots, tokens and objects for `p11smime list` and `p11smime doctor`.
+#include <algorithm>
+#include <cstring>
+
 #include <openssl/bio.h>
 #include <openssl/x509v3.h>
 
@@ -93,7 +96,37 @@ CertificateInfo describe_certificate(const PKCS11_TOKEN *token, const PKCS11_CER
     info.not_before = time_text(X509_get0_notBefore(cert.x509));
     info.not_after = time_text(X509_get0_notAfter(cert.x509));
     info.key_usage = key_usage_names(cert.x509);
+    int length = i2d_X509(cert.x509, nullptr);
+    if (length > 0) {
+        info.der.resize(static_cast<size_t>(length));
+        unsigned char *cursor = info.der.data();
+        i2d_X509(cert.x509, &cursor);
+    }
     return info;
+}
+
+bool same_id(const PKCS11_CERT &cert, const PKCS11_KEY &key) {
+    return cert.id_len == key.id_len && std::memcmp(cert.id, key.id, key.id_len) == 0;
+}
+
+bool has_public_key_of(PKCS11_KEY &key, X509 *certificate) {
+    clear_openssl_errors();
+    EvpPkeyPtr public_key(PKCS11_get_public_key(&key));
+    clear_openssl_errors();
+    return public_key && certificate &&
+           EVP_PKEY_eq(public_key.get(), X509_get0_pubkey(certificate)) == 1;
+}
+
+// Records which key objects share the certificate's CKA_ID and whether one of them has the
+// certificate's public key.
+void match_keys(const PKCS11_CERT &cert, PKCS11_KEY *keys, unsigned int count, bool is_private,
+                CertificateInfo &info) {
+    for (unsigned int i = 0; i < count; ++i) {
+        if (!same_id(cert, keys[i]))
+            continue;
+        (is_private ? info.has_private_key : info.has_public_key) = true;
+        info.key_matches = info.key_matches || has_public_key_of(keys[i], cert.x509);
+    }
 }
 
 void describe_public_key(PKCS11_KEY &key, KeyInfo &info) {
@@ -124,19 +157,27 @@ KeyInfo describe_key(const PKCS11_TOKEN *token, PKCS11_KEY &key, bool is_private
 void list_objects(PKCS11_SLOT *slot, SlotInfo &info) {
     PKCS11_TOKEN *token = slot->token;
     PKCS11_CERT *certs = nullptr;
-    unsigned int count = 0;
-    if (PKCS11_enumerate_certs(token, &certs, &count) == 0)
-        for (unsigned int i = 0; i < count; ++i)
-            info.certificates.push_back(describe_certificate(token, certs[i]));
+    unsigned int cert_count = 0;
+    if (PKCS11_enumerate_certs(token, &certs, &cert_count) != 0)
+        cert_count = 0;
+    for (unsigned int i = 0; i < cert_count; ++i)
+        info.certificates.push_back(describe_certificate(token, certs[i]));
 
     PKCS11_KEY *keys = nullptr;
-    if (PKCS11_enumerate_keys(token, &keys, &count) == 0)
+    unsigned int count = 0;
+    if (PKCS11_enumerate_keys(token, &keys, &count) == 0) {
         for (unsigned int i = 0; i < count; ++i)
             info.keys.push_back(describe_key(token, keys[i], true));
+        for (unsigned int i = 0; i < cert_count; ++i)
+            match_keys(certs[i], keys, count, true, info.certificates[i]);
+    }
 
-    if (PKCS11_enumerate_public_keys(token, &keys, &count) == 0)
+    if (PKCS11_enumerate_public_keys(token, &keys, &count) == 0) {
         for (unsigned int i = 0; i < count; ++i)
             info.keys.push_back(describe_key(token, keys[i], false));
+        for (unsigned int i = 0; i < cert_count; ++i)
+            match_keys(certs[i], keys, count, false, info.certificates[i]);
+    }
     clear_openssl_errors();
 }
 
@@ -158,8 +199,7 @@ std::vector<std::string> token_flags(const PKCS11_TOKEN *token) {
     return flags;
 }
 
-SlotInfo describe_slot(Pkcs11Context &context, PKCS11_SLOT *slot, const TokenOptions &options,
-                       bool login_to_token) {
+SlotInfo describe_slot_and_token(PKCS11_SLOT *slot) {
     SlotInfo info;
     info.slot_id = PKCS11_get_slotid_from_slot(slot);
     info.description = slot->description ? slot->description : "";
@@ -175,6 +215,15 @@ SlotInfo describe_slot(Pkcs11Context &context, PKCS11_SLOT *slot, const TokenOpt
     info.model = token->model;
     info.serial = token->serialnr;
     info.flags = token_flags(token);
+    return info;
+}
+
+SlotInfo describe_slot(Pkcs11Context &context, PKCS11_SLOT *slot, const TokenOptions &options,
+                       bool login_to_token) {
+    SlotInfo info = describe_slot_and_token(slot);
+    PKCS11_TOKEN *token = slot->token;
+    if (!token)
+        return info;
 
     // libp11 0.4.12 waits forever when it opens a session on a token that is not
     // initialised (SoftHSM always offers one), so such a token is listed without objects.
@@ -201,12 +250,59 @@ std::string hex_id(const unsigned char *id, size_t length) {
     return text;
 }
 
-ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login) {
-    Pkcs11Context context(module_path);
+namespace {
+
+ModuleInfo describe_module(Pkcs11Context &context) {
     ModuleInfo info;
-    info.path = module_path;
+    info.path = context.path();
     info.manufacturer = context.ctx()->manufacturer ? context.ctx()->manufacturer : "";
     info.description = context.ctx()->description ? context.ctx()->description : "";
+    return info;
+}
+
+// Logs in if asked, keeping a failure instead of raising it, and lists the token's objects.
+void inspect_token(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *filter,
+                   const TokenOptions &options, bool login_to_token, SlotInfo &info) {
+    if (login_to_token && slot->token->loginRequired) {
+        try {
+            login(context, slot, filter, options);
+            info.logged_in = true;
+        } catch (const Error &error) {
+            info.login_error = error.what();
+        }
+    }
+    list_objects(slot, info);
+    info.objects_listed = true;
+}
+
+} // namespace
+
+ModuleInfo list_module_slots(const std::string &module_path) {
+    Pkcs11Context context(module_path);
+    ModuleInfo info = describe_module(context);
+    for (unsigned int i = 0; i < context.slot_count(); ++i)
+        info.slots.push_back(describe_slot_and_token(&context.slots()[i]));
+    return info;
+}
+
+ModuleInfo inspect_tokens(const std::string &module_path, const TokenOptions &options,
+                          const Pkcs11Uri *filter, bool login) {
+    Pkcs11Context context(module_path);
+    ModuleInfo info = describe_module(context);
+    std::vector<PKCS11_SLOT *> selected = matching_slots(context, filter ? *filter : Pkcs11Uri());
+    for (unsigned int i = 0; i < context.slot_count(); ++i) {
+        PKCS11_SLOT *slot = &context.slots()[i];
+        SlotInfo slot_info = describe_slot_and_token(slot);
+        if (std::find(selected.begin(), selected.end(), slot) != selected.end())
+            inspect_token(context, slot, filter, options, login, slot_info);
+        info.slots.push_back(std::move(slot_info));
+    }
+    return info;
+}
+
+ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login) {
+    Pkcs11Context context(module_path);
+    ModuleInfo info = describe_module(context);
 
     unsigned int need_login = 0;
     for (unsigned int i = 0; i < context.slot_count(); ++i) {

@@ -23,6 +23,9 @@ class SecurePin {
     size_t size() const { return buffer_.empty() ? 0 : buffer_.size() - 1; }
     bool empty() const { return size() == 0; }
 
+    // Overwrites the PIN with zeros and empties it. The buffer keeps its storage.
+    void clear() noexcept { wipe(); }
+
   private:
     void wipe() noexcept;
 

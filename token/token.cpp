@@ -12,11 +12,7 @@
 #include "token/objects.h"
 
 namespace p11smime {
-namespace {
 
-// Reads the CKR_ value libp11 queued for its last failure, then drains the queue. libp11
-// queues it as the reason of an error whose library number, assigned at run time, is what
-// ERR_get_CKR_code() returns.
 unsigned long take_ckr_code() {
     int library = ERR_get_CKR_code();
     unsigned long rv = CKR_FUNCTION_FAILED;
@@ -26,7 +22,11 @@ unsigned long take_ckr_code() {
     return rv;
 }
 
-std::string token_label(const PKCS11_TOKEN *token) { return token->label ? token->label : ""; }
+std::string token_label(const PKCS11_TOKEN *token) {
+    return token->label ? token->label : "";
+}
+
+namespace {
 
 bool matches(const std::optional<std::string> &wanted, const char *actual) {
     return !wanted || (actual && *wanted == actual);
@@ -45,24 +45,25 @@ bool token_matches(const Pkcs11Uri &uri, PKCS11_SLOT *slot) {
 bool key_matches(const Pkcs11Uri &uri, const PKCS11_KEY &key) {
     if (uri.object && !(key.label && *uri.object == key.label))
         return false;
-    if (uri.id && !(uri.id->size() == key.id_len &&
-                    std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
+    if (uri.id &&
+        !(uri.id->size() == key.id_len && std::memcmp(uri.id->data(), key.id, key.id_len) == 0))
         return false;
     return true;
 }
 
-void check_pin_state(const PKCS11_TOKEN *token, bool interactive, const TokenOptions &options) {
-    std::string label = token_label(token);
-    if (token->userPinLocked)
+void check_pin_flags(const std::string &label, const PinState &state, bool interactive,
+                     const TokenOptions &options) {
+    if (state.locked)
         throw Error("the user PIN of token '" + label + "' is locked (CKF_USER_PIN_LOCKED)",
                     "unblock it with the security officer PIN or the card's PUK");
-    if (token->userPinFinalTry && !interactive)
-        throw Error("token '" + label + "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
-                    "p11smime does not spend it without a person at the keyboard",
+    if (state.final_try && !interactive)
+        throw Error("token '" + label +
+                        "' has one PIN try left (CKF_USER_PIN_FINAL_TRY); "
+                        "p11smime does not spend it without a person at the keyboard",
                     "run the command in a terminal without --pin-file, or unblock the PIN");
-    if (token->userPinFinalTry && options.warn)
+    if (state.final_try && options.warn)
         options.warn("token '" + label + "' has one PIN try left; a wrong PIN locks it");
-    else if (token->userPinCountLow && options.warn)
+    else if (state.count_low && options.warn)
         options.warn("token '" + label + "' has few PIN tries left (CKF_USER_PIN_COUNT_LOW)");
 }
 
@@ -79,7 +80,8 @@ SecurePin obtain_pin(const Pkcs11Uri *uri, const TokenOptions &options, const st
         bool readable_by_others = false;
         SecurePin pin = read_pin_file(*file, readable_by_others);
         if (readable_by_others && options.warn)
-            options.warn("PIN file '" + *file + "' is readable by group or others; "
+            options.warn("PIN file '" + *file +
+                         "' is readable by group or others; "
                          "restrict it with chmod 600");
         return pin;
     }
@@ -109,17 +111,32 @@ bool pin_is_interactive(const Pkcs11Uri *uri, const TokenOptions &options) {
 
 } // namespace
 
+void check_pin_state(const std::string &label, const PinState &state, const Pkcs11Uri *uri,
+                     const TokenOptions &options) {
+    check_pin_flags(label, state, pin_is_interactive(uri, options), options);
+}
+
+SecurePin obtain_login_pin(const std::string &label, const Pkcs11Uri *uri,
+                           const TokenOptions &options, bool &interactive) {
+    return obtain_pin(uri, options, label, interactive);
+}
+
 void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
            const TokenOptions &options) {
     const PKCS11_TOKEN *token = slot->token;
     std::string label = token_label(token);
 
     int logged_in = 0;
-    if (!token->loginRequired ||
-        (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
+    if (!token->loginRequired || (PKCS11_is_logged_in(slot, 0, &logged_in) == 0 && logged_in))
+        return;
+    // Another context of this process, such as one for a second key, may have logged in.
+    // libp11 checks only its own sessions, so a session of our own reads the shared state.
+    if (DirectSession(context, slot).user_logged_in())
         return;
 
-    check_pin_state(token, pin_is_interactive(uri, options), options);
+    PinState state{token->userPinLocked != 0, token->userPinFinalTry != 0,
+                   token->userPinCountLow != 0};
+    check_pin_state(label, state, uri, options);
 
     if (token->secureLogin) {
         if (options.warn)
@@ -135,9 +152,10 @@ void login(Pkcs11Context &context, PKCS11_SLOT *slot, const Pkcs11Uri *uri,
     if (PKCS11_login(slot, 0, pin.c_str()) != 0) {
         unsigned long rv = take_ckr_code();
         throw Pkcs11Error(rv, "C_Login", label,
-                          rv == CKR_PIN_INCORRECT ? "check the PIN; p11smime did not retry it, so the token "
-                                         "counted one failed try"
-                                       : std::string());
+                          rv == CKR_PIN_INCORRECT
+                              ? "check the PIN; p11smime did not retry it, so the token "
+                                "counted one failed try"
+                              : std::string());
     }
     context.keep_pin(std::move(pin));
 }
@@ -152,6 +170,8 @@ std::string choose_module(const Pkcs11Uri *uri, const TokenOptions &options) {
     return P11SMIME_PROXY_MODULE;
 }
 
+std::string proxy_module_path() { return P11SMIME_PROXY_MODULE; }
+
 namespace {
 
 struct FoundKey {
@@ -159,24 +179,32 @@ struct FoundKey {
     PKCS11_KEY *key = nullptr;
 };
 
+std::string describe_key(const PKCS11_KEY &key) {
+    return "'" + std::string(key.label ? key.label : "") + "' (id " + hex_id(key.id, key.id_len) +
+           ")";
+}
+
+// Returns the one private key on the slot's token that matches uri, or null. A URI that
+// matches several keys is an error: signing with an arbitrary one of them would surprise.
 PKCS11_KEY *find_private_key(PKCS11_SLOT *slot, const Pkcs11Uri &uri) {
     PKCS11_KEY *keys = nullptr;
     unsigned int count = 0;
     if (PKCS11_enumerate_keys(slot->token, &keys, &count) != 0)
         throw Pkcs11Error(take_ckr_code(), "C_FindObjects (private keys)",
                           token_label(slot->token));
+    std::vector<PKCS11_KEY *> found;
     for (unsigned int i = 0; i < count; ++i)
         if (key_matches(uri, keys[i]))
-            return &keys[i];
-    return nullptr;
-}
+            found.push_back(&keys[i]);
+    if (found.size() <= 1)
+        return found.empty() ? nullptr : found.front();
 
-std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Uri &uri) {
-    std::vector<PKCS11_SLOT *> result;
-    for (unsigned int i = 0; i < context.slot_count(); ++i)
-        if (token_matches(uri, &context.slots()[i]))
-            result.push_back(&context.slots()[i]);
-    return result;
+    std::string names;
+    for (const PKCS11_KEY *key : found)
+        names += (names.empty() ? "" : ", ") + describe_key(*key);
+    throw Error("key URI '" + uri.to_string() + "' matches " +
+                    std::to_string(found.size()) + " private keys: " + names,
+                "add object= or id= to the URI to name one key");
 }
 
 // With several tokens matching the URI, picks the one that shows a matching key without a
@@ -206,7 +234,7 @@ PKCS11_SLOT *choose_slot(const std::vector<PKCS11_SLOT *> &slots, const Pkcs11Ur
 FoundKey find_key(Pkcs11Context &context, const Pkcs11Uri &uri, const TokenOptions &options) {
     std::vector<PKCS11_SLOT *> slots = matching_slots(context, uri);
     if (slots.empty())
-        throw Error("no token matching '" + uri.to_string() + "' in module '" +
+        throw TokenNotFoundError("no token matching '" + uri.to_string() + "' in module '" +
                         context.path() + "'",
                     "insert the token, or run 'p11smime list' to see the tokens present");
 
@@ -290,10 +318,18 @@ Pkcs11Uri key_uri_for(PKCS11_SLOT *slot, const PKCS11_CERT *cert) {
 
 } // namespace
 
-TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
-                   X509StackPtr chain)
-    : context_(std::move(context)), key_(std::move(key)), certificate_(std::move(certificate)),
-      chain_(std::move(chain)) {}
+std::vector<PKCS11_SLOT *> matching_slots(Pkcs11Context &context, const Pkcs11Uri &uri) {
+    std::vector<PKCS11_SLOT *> result;
+    for (unsigned int i = 0; i < context.slot_count(); ++i)
+        if (token_matches(uri, &context.slots()[i]))
+            result.push_back(&context.slots()[i]);
+    return result;
+}
+
+TokenKey::TokenKey(std::shared_ptr<Pkcs11Context> context, PKCS11_SLOT *slot, EvpPkeyPtr key,
+                   X509Ptr certificate, X509StackPtr chain)
+    : context_(std::move(context)), slot_(slot), key_(std::move(key)),
+      certificate_(std::move(certificate)), chain_(std::move(chain)) {}
 
 TokenKey::~TokenKey() = default;
 TokenKey::TokenKey(TokenKey &&) noexcept = default;
@@ -301,6 +337,17 @@ TokenKey &TokenKey::operator=(TokenKey &&) noexcept = default;
 
 std::shared_ptr<Pkcs11Context> load_module(const std::string &path) {
     return std::make_shared<Pkcs11Context>(path);
+}
+
+unsigned long TokenKey::probe() const {
+    clear_openssl_errors();
+    unsigned char byte = 0;
+    if (PKCS11_generate_random(slot_, &byte, 1) == 0)
+        return CKR_OK;
+    unsigned long rv = take_ckr_code();
+    if (rv == CKR_RANDOM_NO_RNG || rv == CKR_FUNCTION_NOT_SUPPORTED)
+        return CKR_OK;
+    return rv;
 }
 
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
@@ -330,7 +377,8 @@ TokenKey open_token_key(const std::shared_ptr<Pkcs11Context> &module, const Pkcs
     if (!key)
         throw Pkcs11Error(take_ckr_code(), "reading the private key",
                           token_label(found.slot->token));
-    return TokenKey(module, std::move(key), std::move(certificate), std::move(chain));
+    return TokenKey(module, found.slot, std::move(key), std::move(certificate),
+                    std::move(chain));
 }
 
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options) {
@@ -346,8 +394,12 @@ X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options
 
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options) {
-    return open_recipient_key(load_module(choose_module(nullptr, options)), is_recipient,
-                              options);
+    return open_key_by_certificate(is_recipient, options);
+}
+
+std::optional<TokenKey> open_key_by_certificate(const std::function<bool(X509 *)> &wanted,
+                                                const TokenOptions &options) {
+    return open_recipient_key(load_module(choose_module(nullptr, options)), wanted, options);
 }
 
 std::optional<TokenKey> open_recipient_key(const std::shared_ptr<Pkcs11Context> &module,

@@ -13,6 +13,8 @@
 #include "token/pin.h"
 #include "token/uri.h"
 
+struct PKCS11_slot_st; // libp11's PKCS11_SLOT
+
 namespace p11smime {
 
 // Error raised by a PKCS#11 call. The message names the CKR_ value, the operation and the
@@ -31,7 +33,7 @@ class Pkcs11Error : public Error {
 // Returns the CKR_ name of a PKCS#11 return value, or its hexadecimal value if unknown.
 std::string ckr_name(unsigned long rv);
 
-// How the token layer finds a module and obtains a PIN.
+// Module and PIN settings for the token layer.
 struct TokenOptions {
     // --module: used when the URI has no module-path.
     std::optional<std::string> module;
@@ -51,6 +53,9 @@ struct TokenOptions {
 // P11SMIME_MODULE environment variable, then p11-kit's proxy module.
 std::string choose_module(const Pkcs11Uri *uri, const TokenOptions &options);
 
+// Returns the path of p11-kit's proxy module, the default of choose_module.
+std::string proxy_module_path();
+
 // A certificate on a token, as shown by `p11smime list`.
 struct CertificateInfo {
     std::string uri;
@@ -63,6 +68,12 @@ struct CertificateInfo {
     std::string not_before;
     std::string not_after;
     std::vector<std::string> key_usage;
+    std::vector<unsigned char> der; // the certificate itself
+
+    // Key objects with the certificate's CKA_ID, and whether one of them has its public key.
+    bool has_private_key = false;
+    bool has_public_key = false;
+    bool key_matches = false;
 };
 
 // A key object on a token, as shown by `p11smime list`.
@@ -89,6 +100,8 @@ struct SlotInfo {
     std::string serial;
     std::vector<std::string> flags; // e.g. "login-required", "user-pin-count-low"
     bool logged_in = false;
+    bool objects_listed = false; // inspect_tokens looked at this token's objects
+    std::string login_error;     // why inspect_tokens could not log in, or empty
     std::vector<CertificateInfo> certificates;
     std::vector<KeyInfo> keys;
 };
@@ -104,14 +117,49 @@ struct ModuleInfo {
 // that requires it so that private keys become visible. Throws Error or Pkcs11Error.
 ModuleInfo list_module(const std::string &module_path, const TokenOptions &options, bool login);
 
+// Lists the slots and tokens of one module, without their objects and without a login.
+// Throws Error when the module cannot be loaded.
+ModuleInfo list_module_slots(const std::string &module_path);
+
+// Lists the module's slots, and the objects of each initialised token that matches filter
+// (every token when filter is null). With login set it logs in to those tokens first; a
+// failed login is kept in SlotInfo::login_error and the objects are then listed without it.
+// Throws Error when the module cannot be loaded.
+ModuleInfo inspect_tokens(const std::string &module_path, const TokenOptions &options,
+                          const Pkcs11Uri *filter, bool login);
+
+// A module registered with p11-kit, as p11-kit loads it for this program.
+struct RegisteredModule {
+    std::string name; // the name of its p11-kit configuration file
+    std::string path;
+    bool used_by_proxy = true; // false when its configuration disables it in p11-kit-proxy
+    unsigned long initialize_rv = 0; // C_Initialize's return value, CKR_OK (0) when it loaded
+    std::string description;        // CK_INFO libraryDescription
+};
+
+struct RegisteredModules {
+    std::vector<RegisteredModule> modules;
+    std::string message; // p11-kit's last message, such as a module that failed to load
+};
+
+// Loads and initialises each module registered with p11-kit, then releases them again.
+RegisteredModules registered_modules();
+
+// Error raised when no token matches a URI, as when the token is not inserted. A process that
+// recovers from a lost token waits and tries again on this error.
+class TokenNotFoundError : public Error {
+  public:
+    using Error::Error;
+};
+
 class Pkcs11Context;
 
 // A private key on a token with its certificate. key() performs its private operations on the
 // token; the module stays loaded and logged in while this object lives.
 class TokenKey {
   public:
-    TokenKey(std::shared_ptr<Pkcs11Context> context, EvpPkeyPtr key, X509Ptr certificate,
-             X509StackPtr chain);
+    TokenKey(std::shared_ptr<Pkcs11Context> context, PKCS11_slot_st *slot, EvpPkeyPtr key,
+             X509Ptr certificate, X509StackPtr chain);
     ~TokenKey();
     TokenKey(TokenKey &&) noexcept;
     TokenKey &operator=(TokenKey &&) noexcept;
@@ -122,9 +170,15 @@ class TokenKey {
     // The token's other certificates that certify certificate(), nearest issuer first.
     STACK_OF(X509) * chain() const { return chain_.get(); }
 
+    // Checks that the token still answers: asks it for a random byte (C_GenerateRandom) in a
+    // session from libp11's pool. Returns CKR_OK when it answers, also when it has no random
+    // number generator, and otherwise the CKR_ value of the failure.
+    unsigned long probe() const;
+
   private:
     // Declared first, so it is destroyed last: the key needs the loaded module.
     std::shared_ptr<Pkcs11Context> context_;
+    PKCS11_slot_st *slot_; // owned by context_
     EvpPkeyPtr key_;
     X509Ptr certificate_;
     X509StackPtr chain_;
@@ -138,8 +192,9 @@ std::shared_ptr<Pkcs11Context> load_module(const std::string &path);
 
 // Opens the token named by key_uri, logs in, and returns its private key. The certificate is
 // the one named by certificate_uri, or else the token certificate with the key's CKA_ID; with
-// certificate_on_token false the caller supplies it and certificate() is null. Throws Error when the token, key or certificate is not found, and Pkcs11Error when a
-// PKCS#11 call fails. A rejected PIN is never retried.
+// certificate_on_token false the caller supplies it and certificate() is null. Throws
+// TokenNotFoundError when no token matches, Error when the key or certificate is not found,
+// and Pkcs11Error when a PKCS#11 call fails. A rejected PIN is never retried.
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token = true);
 
@@ -153,9 +208,13 @@ TokenKey open_token_key(const std::shared_ptr<Pkcs11Context> &module, const Pkcs
 // label or CKA_ID), read without logging in. Throws Error when none matches.
 X509Ptr read_token_certificate(const Pkcs11Uri &uri, const TokenOptions &options);
 
-// Finds a token certificate for which is_recipient returns true, and opens the private key
+// Finds the first token certificate for which wanted returns true, and opens the private key
 // with the same CKA_ID, logging in to that token only. Searches every initialised token of
 // the chosen module; returns nothing when no certificate matches.
+std::optional<TokenKey> open_key_by_certificate(const std::function<bool(X509 *)> &wanted,
+                                                const TokenOptions &options);
+
+// Opens the private key of the first token certificate that is_recipient accepts.
 std::optional<TokenKey> open_recipient_key(const std::function<bool(X509 *)> &is_recipient,
                                            const TokenOptions &options);
 

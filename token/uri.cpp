@@ -19,7 +19,7 @@ struct ClassName {
 
 // RFC 7512 section 2.3 names for the "type" attribute.
 constexpr ClassName class_names[] = {
-    {CKO_CERTIFICATE, "cert"},       {CKO_PRIVATE_KEY, "private"}, {CKO_PUBLIC_KEY, "public"},
+    {CKO_CERTIFICATE, "cert"},      {CKO_PRIVATE_KEY, "private"}, {CKO_PUBLIC_KEY, "public"},
     {CKO_SECRET_KEY, "secret-key"}, {CKO_DATA, "data"},
 };
 
@@ -71,7 +71,12 @@ void write_attributes(P11KitUri *uri, const Pkcs11Uri &source) {
         p11_kit_uri_set_attribute(uri, &label);
     }
     if (source.id) {
-        CK_ATTRIBUTE id = {CKA_ID, const_cast<unsigned char *>(source.id->data()),
+        // An empty vector may have no storage, and p11-kit drops an attribute whose value
+        // pointer is null, which would turn "id=" (an empty CKA_ID) into no id at all.
+        static unsigned char no_bytes = 0;
+        CK_ATTRIBUTE id = {CKA_ID,
+                           source.id->empty() ? &no_bytes
+                                              : const_cast<unsigned char *>(source.id->data()),
                            source.id->size()};
         p11_kit_uri_set_attribute(uri, &id);
     }
@@ -86,17 +91,38 @@ void write_attributes(P11KitUri *uri, const Pkcs11Uri &source) {
 
 } // namespace
 
-bool is_pkcs11_uri(const std::string &text) { return text.rfind("pkcs11:", 0) == 0; }
+bool is_pkcs11_uri(const std::string &text) {
+    return text.rfind("pkcs11:", 0) == 0;
+}
+
+std::string without_pin_value(const std::string &text) {
+    std::string result = text;
+    const std::string attribute = "pin-value=";
+    for (size_t at = result.find(attribute); at != std::string::npos;
+         at = result.find(attribute, at + attribute.size())) {
+        size_t start = at + attribute.size();
+        size_t end = result.find_first_of("&;#", start);
+        result.replace(start, (end == std::string::npos ? result.size() : end) - start, "***");
+    }
+    return result;
+}
 
 Pkcs11Uri Pkcs11Uri::parse(const std::string &text) {
+    // p11-kit reads a C string, so text after a NUL would be dropped without a word.
+    if (text.find('\0') != std::string::npos)
+        throw Error("invalid PKCS#11 URI '" + without_pin_value(text.substr(0, text.find('\0'))) +
+                        "...': it contains a NUL byte",
+                    "write the URI without control characters");
     UriPtr uri(p11_kit_uri_new(), &p11_kit_uri_free);
     int status = p11_kit_uri_parse(text.c_str(), P11_KIT_URI_FOR_ANY, uri.get());
     if (status != P11_KIT_URI_OK)
-        throw Error("invalid PKCS#11 URI '" + text + "': " + p11_kit_uri_message(status),
+        throw Error("invalid PKCS#11 URI '" + without_pin_value(text) +
+                        "': " + p11_kit_uri_message(status),
                     "write it as in RFC 7512, e.g. pkcs11:token=NAME;object=LABEL;type=private");
 
     if (p11_kit_uri_any_unrecognized(uri.get()))
-        throw Error("PKCS#11 URI '" + text + "' has an attribute p11smime does not support",
+        throw Error("PKCS#11 URI '" + without_pin_value(text) +
+                        "' has an attribute p11smime does not support",
                     "run 'p11smime list' and copy the URI it prints");
 
     Pkcs11Uri result;
@@ -136,8 +162,6 @@ std::string Pkcs11Uri::to_string() const {
     write_attributes(uri.get(), *this);
     if (pin_source)
         p11_kit_uri_set_pin_source(uri.get(), pin_source->c_str());
-    if (pin_value)
-        p11_kit_uri_set_pin_value(uri.get(), pin_value->c_str());
 
     char *text = nullptr;
     if (p11_kit_uri_format(uri.get(), P11_KIT_URI_FOR_ANY, &text) != P11_KIT_URI_OK)

@@ -34,11 +34,16 @@ struct Pkcs11Uri {
     // Parses text that starts with "pkcs11:". Throws Error naming the text and the fault.
     static Pkcs11Uri parse(const std::string &text);
 
-    // Formats the URI with percent-encoding where RFC 7512 requires it.
+    // Formats the URI with percent-encoding where RFC 7512 requires it. pin-value is left
+    // out, so the text is safe for messages and logs.
     std::string to_string() const;
 };
 
 // Returns true when text looks like a PKCS#11 URI rather than a file name.
 bool is_pkcs11_uri(const std::string &text);
+
+// Returns text with the value of each pin-value attribute replaced by "***", for messages
+// about a URI that may not parse.
+std::string without_pin_value(const std::string &text);
 
 } // namespace p11smime

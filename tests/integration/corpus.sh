@@ -152,35 +152,59 @@ fi
 openssl x509 -inform DER -in rfc4134/CarlDSSSelf.cer -out "$work/CarlDSSSelf.pem"
 
 # --- Trust settings used by the table ------------------------------------------------------
+# "other" trusts only the Thunderbird test CA, which issued none of the non-Thunderbird
+# signers, so those rows check everything but the path. "no-anchor" trusts nothing at all,
+# which p11smime rejects as a usage error before reading the message.
 # @SIGNER@ is the message's own signer certificate, extracted with openssl. OpenSSL accepts a
 # leaf as trust anchor only when partial chains are allowed, so unless the leaf is
 # self-signed these rows show that p11smime does not accept partial chains.
 
 declare -A trust=(
     [tb]="--no-system-ca --ca-file thunderbird/TestCA.pem"
-    [none]="--no-system-ca"
+    [other]="--no-system-ca --ca-file thunderbird/TestCA.pem"
+    [no-anchor]="--no-system-ca"
+    [tb-sha1]="--no-system-ca --ca-file thunderbird/TestCA.pem --allow-sha1"
     [self]="--no-system-ca --ca-file @SIGNER@"
     [self-nosender]="--no-system-ca --ca-file @SIGNER@ --no-sender-check"
     [startcom]="--no-system-ca --ca-file mimekit/StartComCertificationAuthority.crt"
     [bcroot]="--no-system-ca --ca-file bouncycastle/validator.root.crt"
     [carl]="--no-system-ca --ca-file $work/CarlDSSSelf.pem"
     [carl-nosender]="--no-system-ca --ca-file $work/CarlDSSSelf.pem --no-sender-check"
+    [carl-nosender-sha1]="--no-system-ca --ca-file $work/CarlDSSSelf.pem --no-sender-check \
+--allow-sha1"
     [kde]="--no-system-ca --signer-cert kde/unittest-cert.pem --ca-file kde/unittest-cert.pem"
+    [tb-date-fail]="--no-system-ca --ca-file thunderbird/TestCA.pem --date-mismatch fail"
+    # The Bouncy Castle validator and MimeKit messages are signed with SHA-1, so the sets that
+    # validate them at signing time allow it, and each row then fails only for its own reason.
+    [bcroot-signing]="--no-system-ca --ca-file bouncycastle/validator.root.crt --at-time signing \
+--allow-sha1"
+    [bcroot-signing-crl]="--no-system-ca --ca-file bouncycastle/validator.root.crt --at-time signing \
+--allow-sha1 --crl-file bouncycastle/validator.revoked.crl"
+    [startcom-signing]="--no-system-ca --ca-file mimekit/StartComCertificationAuthority.crt \
+--at-time signing --allow-sha1"
 )
 
 # --- Expected outcomes ---------------------------------------------------------------------
+# Every Bouncy Castle validator signer has a 1024-bit RSA key, under the 2048-bit minimum, so
+# each validator row fails for its key size as well as for the reason given. revocation.sh
+# tests validation at signing time and CRLs with the project's own CA.
 # Columns: expected exit status, openssl cross-check (good, bad, good-binary or -), trust
 # settings from the list above, message. An indented line below a row gives the reason.
 # The chain is validated at the current time, so certificates that expired since signing
-# make a row fail with 1 even where the source project validates at signing time.
+# make a row fail with 1 even where the source project validates at signing time. The rows
+# whose trust settings end in "-signing" validate at signingTime, as those projects do.
 # The Thunderbird certificates (Alice, Dave) have no subjectAltName: their address is only in
 # the subject's emailAddress attribute, so the sender check has to read it there.
 
 table=$(cat <<'TABLE'
 0 good tb thunderbird/alice.dsig.SHA256.multipart.eml
+2 good no-anchor thunderbird/alice.dsig.SHA256.multipart.eml
+    With no trust anchor at all no signer could be trusted, so this is a usage error.
 0 good tb thunderbird/alice.dsig.SHA512.multipart.eml
-0 good tb thunderbird/alice.dsig.SHA1.multipart.eml
-    Thunderbird rejects SHA-1 signatures by policy, but p11smime has no digest policy yet.
+1 good tb thunderbird/alice.dsig.SHA1.multipart.eml
+    The signature uses SHA-1, which verify rejects unless --allow-sha1 is given.
+0 good tb-sha1 thunderbird/alice.dsig.SHA1.multipart.eml
+    --allow-sha1 accepts the SHA-1 signature (with a warning); the rest of it is good.
 1 bad tb thunderbird/alice.dsig.SHA256.multipart.bad.eml
     The body differs from what was signed, so the content digest does not match.
 1 bad tb thunderbird/alice.dsig.SHA256.multipart.mismatch-econtent.eml
@@ -188,7 +212,7 @@ table=$(cat <<'TABLE'
 0 good tb thunderbird/alice.sig.SHA256.opaque.eml
 0 good tb thunderbird/alice.html.sig.SHA256.opaque.eml
 0 good tb thunderbird/alice.future.dsig.SHA256.multipart.eml
-    Thunderbird rejects a Date header 6 h after signingTime, but p11smime does not compare them.
+    The Date header is 6 h after signingTime: p11smime warns, and Thunderbird rejects it.
 0 good tb thunderbird/alice.env.sig.SHA256.opaque.eml
     The outer signature is good. Thunderbird ignores a signature around encryption.
 0 good tb thunderbird/alice.env.sig.SHA256.opaque.dave.sig.SHA256.opaque.eml
@@ -199,7 +223,7 @@ table=$(cat <<'TABLE'
     The outer layer (Dave) is good. Thunderbird reports nested signing as bad.
 0 - tb thunderbird/alice.dsig.SHA256.multipart.in.mixed.eml
     The first multipart/signed inside multipart/mixed is verified. OpenSSL rejects the type.
-1 bad none thunderbird/nested-sigs.eml
+1 bad other thunderbird/nested-sigs.eml
     Hand-built: the outer content digest does not match.
 1 bad tb thunderbird/outer-smime-bad-sig-inner-smime-enc-sig.eml
     The outer content digest does not match. Its signer comes from another NSS test CA.
@@ -215,39 +239,39 @@ table=$(cat <<'TABLE'
     Signer certificate expired 2016-03-11. Bouncy Castle fails it after re-parsing the MIME.
 1 good self bouncycastle/3nnn_smime.eml
     Signer certificate (expired 2016) as anchor. The signature itself is good.
-2 good-binary none bouncycastle/basicAS2.message
+2 good-binary other bouncycastle/basicAS2.message
     An HTTP request, not a mail message: line 1 is "POST / HTTP/1.1". Bouncy Castle verifies it.
-2 good-binary none bouncycastle/rawAS2.message
+2 good-binary other bouncycastle/rawAS2.message
     An HTTP request, not a mail message: line 1 is "POST / HTTP/1.1". Bouncy Castle verifies it.
-1 good none bouncycastle/circular.eml
+1 good other bouncycastle/circular.eml
     No anchor, a circular issuer chain and certificates that expired in 2017.
 1 good self bouncycastle/circular.eml
     Signer certificate (expired 2017) as anchor. The signature itself is good.
-1 good none bouncycastle/embeddedmulti.message
+1 good other bouncycastle/embeddedmulti.message
     Thawte chain not trusted, signer expired 2007. Bouncy Castle's test checks the signature only.
 1 good self bouncycastle/embeddedmulti.message
     Signer certificate (expired 2007) as anchor. The signature itself is good.
-1 good none bouncycastle/extra-nl.eml
+1 good other bouncycastle/extra-nl.eml
     MITM Test CA is not in the corpus, and From differs from the certificate's test@example.com.
 1 good self-nosender bouncycastle/extra-nl.eml
     Leaf valid to 2027 but not self-signed: accepting it as anchor needs a partial chain.
-1 good none bouncycastle/multi-alternative.eml
+1 good other bouncycastle/multi-alternative.eml
     TC TrustCenter chain not trusted, signer certificate expired 2011.
 1 good self bouncycastle/multi-alternative.eml
     Signer certificate (expired 2011) as anchor. The signature itself is good.
-1 good none bouncycastle/openssl-signed-sha256-non-default-salt-length.eml
+1 good other bouncycastle/openssl-signed-sha256-non-default-salt-length.eml
     RSASSA-PSS signature is good, but MITM Test CA, its issuer, is not in the corpus.
 1 good self bouncycastle/openssl-signed-sha256-non-default-salt-length.eml
     Leaf valid to 2027 but not self-signed: accepting it as anchor needs a partial chain.
-1 good none bouncycastle/qp-soft-break.eml
+1 good other bouncycastle/qp-soft-break.eml
     AddTrust chain not trusted, signer certificate expired 2007.
 1 good self bouncycastle/qp-soft-break.eml
     Signer certificate (expired 2007) as anchor. The signature itself is good.
-1 good none bouncycastle/quotable.message
+1 good other bouncycastle/quotable.message
     Self-signed signer certificate, not given as anchor.
 1 good self bouncycastle/quotable.message
     Self-signed signer certificate as anchor, but it expired 2007-05-08.
-2 - none bouncycastle/brokenEnv.message
+2 - other bouncycastle/brokenEnv.message
     Detached SignedData without its content: there is nothing to hash.
 1 good bcroot bouncycastle/validator.expired.eml
     Root expired 2016 and signer expired before signing. Bouncy Castle also fails the path.
@@ -261,42 +285,66 @@ table=$(cat <<'TABLE'
     Root expired 2016, and the certificate has no email address to match From.
 1 good bcroot bouncycastle/validator.shortKey.eml
     Root expired 2016, and the RSA key has 512 bits. Bouncy Castle only warns about the key.
-2 - none bouncycastle/outlook_2010_beta_sime_msg.eml
+2 - other bouncycastle/outlook_2010_beta_sime_msg.eml
     Enveloped-data only, so no S/MIME signature is found.
-2 - none bouncycastle/test128.message
+2 - other bouncycastle/test128.message
     Enveloped-data only, so no S/MIME signature is found.
 1 good carl rfc4134/4.8.eml
     From aliceDss@examples.com differs from the certificate's AliceDSS@example.com.
-0 good carl-nosender rfc4134/4.8.eml
+1 good carl-nosender rfc4134/4.8.eml
+    DSA with SHA-1, which verify rejects unless --allow-sha1 is given.
+1 good carl-nosender-sha1 rfc4134/4.8.eml
+    SHA-1 is allowed, but the DSA signer key has 1024 bits and the minimum is 2048.
 1 good carl rfc4134/4.9.eml
     From aliceDss@examples.com differs from the certificate's AliceDSS@example.com.
-0 good carl-nosender rfc4134/4.9.eml
-2 - none rfc4134/5.3.eml
+1 good carl-nosender rfc4134/4.9.eml
+    DSA with SHA-1, which verify rejects unless --allow-sha1 is given.
+1 good carl-nosender-sha1 rfc4134/4.9.eml
+    SHA-1 is allowed, but the DSA signer key has 1024 bits and the minimum is 2048.
+2 - other rfc4134/5.3.eml
     Enveloped-data only, so no S/MIME signature is found.
 1 good startcom mimekit/thunderbird-signed.txt
     Intermediate expired 2017, signer 2014. MimeKit validates at the signing time (2013).
 1 good self mimekit/thunderbird-signed.txt
     Signer certificate (expired 2014) as anchor. The signature itself is good.
-1 good-binary none mimekit/octet-stream-with-mixed-line-endings.dat
+1 good-binary other mimekit/octet-stream-with-mixed-line-endings.dat
     Untrusted expired signer, and without "binary" encoding the LF to CRLF step breaks the digest.
 1 good-binary self-nosender mimekit/octet-stream-with-mixed-line-endings.dat
     Self-signed certificate as anchor, but it expired 2020-11-04.
-1 - none kde/smime-opaque-sign.mbox
+1 - other kde/smime-opaque-sign.mbox
     The signer certificate is not in the message and none is given.
 1 good kde kde/smime-opaque-sign.mbox
     Signer certificate found (self-signed), but it expired 2013-03-25.
-1 bad none kde/smime-signed-apple.mbox
+1 bad other kde/smime-signed-apple.mbox
     The content was changed after signing.
-2 - none kde/smime-opaque-enc+sign.mbox
+2 - other kde/smime-opaque-enc+sign.mbox
     The signature is inside the encryption and verify does not decrypt.
-2 - none kde/smime-encrypted-octet-stream.mbox
+2 - other kde/smime-encrypted-octet-stream.mbox
     Enveloped-data only, so no S/MIME signature is found.
-2 - none kde/smime-encrypted-ambiguous-mime.mbox
+2 - other kde/smime-encrypted-ambiguous-mime.mbox
     The signature is inside the encryption and verify does not decrypt.
-2 - none pyca/signed-opaque.msg
+2 - other pyca/signed-opaque.msg
     Opaque signed-data without eContent: there is no content to verify.
 1 - self-nosender openssl/pkcs7-empty-digest-set.eml
     Empty digestAlgorithms SET, and RFC 5652 section 5.1 lets a verifier reject that signer.
+1 good tb-date-fail thunderbird/alice.future.dsig.SHA256.multipart.eml
+    With --date-mismatch fail, a Date header 6 h after signingTime fails, as in Thunderbird.
+0 good tb-date-fail thunderbird/alice.dsig.SHA256.multipart.eml
+    With --date-mismatch fail: the Date header is 2 minutes before signingTime, within the hour.
+1 good bcroot-signing bouncycastle/validator.expired.eml
+    At signing time too: the signer certificate expired 29 minutes before signingTime.
+1 good bcroot-signing bouncycastle/validator.notYetValid.eml
+    At signing time too: the signer certificate is valid only from four months later.
+1 good bcroot-signing bouncycastle/validator.revoked.eml
+    Valid at signingTime 2006-09-01 when no CRL is given, but the key has only 1024 bits.
+1 good bcroot-signing-crl bouncycastle/validator.revoked.eml
+    The CRL lists the signer as revoked for keyCompromise at 09:30, before signingTime 10:49.
+1 good bcroot-signing bouncycastle/validator.keyUsage.eml
+    Path valid at signingTime, but keyUsage dataEncipherment only does not allow S/MIME signing.
+1 good bcroot-signing bouncycastle/validator.noEmail.eml
+    Path valid at signingTime, but the certificate has no email address to match From.
+0 good startcom-signing mimekit/thunderbird-signed.txt
+    The StartCom chain is valid at signingTime 2013-11-02, where MimeKit validates it.
 TABLE
 )
 

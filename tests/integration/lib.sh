@@ -43,8 +43,25 @@ step() {
     echo "--- $*"
 }
 
+# Process ids of the servers that start_server started; cleanup_test_dir stops them.
+SERVER_PIDS=()
+
+# Process IDs of daemons a test started (pcscd, vicc). cleanup_test_dir stops each by its ID.
+BACKGROUND_PIDS=()
+
+stop_background_processes() {
+    local pid
+    for pid in "${BACKGROUND_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    BACKGROUND_PIDS=()
+}
+
 cleanup_test_dir() {
     local status=$?
+    stop_servers
+    stop_background_processes
     if [[ -n ${GNUPGHOME:-} && -d $GNUPGHOME ]]; then
         # gpgsm starts a gpg-agent (and dirmngr) per home. Only this home's daemons stop.
         gpgconf --kill all >/dev/null 2>&1 || true
@@ -316,4 +333,297 @@ gpgsm_verify() {
         cat -- "$TEST_TMP/gpgsm.stderr" >&2
         return 1
     fi
+}
+
+# Issue software recipient keys and certificates from the test CA of setup_token, with
+# softhsm-setup/software-recipients.sh. Peers such as openssl, gpgsm and NSS decrypt with
+# them, because the token keys cannot leave the token. Sets SOFT_DIR (NAME.key, NAME.pem and
+# NAME.p12 for each recipient that the script lists) and P12_PASSWORD_FILE.
+setup_software_recipients() {
+    SOFT_DIR=$HSM_DIR/soft
+    if ! bash "$SOURCE_DIR/softhsm-setup/software-recipients.sh" "$HSM_DIR" >/dev/null; then
+        fail "softhsm-setup/software-recipients.sh $HSM_DIR failed"
+    fi
+    P12_PASSWORD_FILE=$SOFT_DIR/p12-password.txt
+}
+
+# Print the top-level content type of MESSAGE (PARAM "type") or the value of one of its
+# Content-Type parameters, or an empty line when it has none.
+# message_content_type MESSAGE type|PARAM
+message_content_type() {
+    python3 - "$1" "$2" <<'PY'
+import email
+import email.policy
+import sys
+
+message = email.message_from_bytes(open(sys.argv[1], "rb").read(),
+                                   policy=email.policy.compat32)
+value = message.get_content_type() if sys.argv[2] == "type" else message.get_param(sys.argv[2])
+print(value or "")
+PY
+}
+
+# Write an RFC 5322 message with the routing headers of write_sample_message whose body is
+# the DER CMS of DER_FILE in base64, labelled application/pkcs7-mime with SMIME_TYPE (default
+# enveloped-data) and name="smime.p7m". This is how a mail client sends what a CMS tool
+# such as gpgsm or cmsutil produces.
+# wrap_cms_message DER_FILE OUT [SMIME_TYPE]
+wrap_cms_message() {
+    python3 - "$1" "$2" "${3:-enveloped-data}" <<'PY'
+import base64
+import sys
+
+der_path, out_path, smime_type = sys.argv[1:4]
+encoded = base64.encodebytes(open(der_path, "rb").read()).decode("ascii")
+headers = [
+    "From: Sender <sender@example.net>",
+    "To: Recipient <recipient@example.org>",
+    "Subject: p11smime integration test",
+    "Date: Thu, 03 Dec 2026 10:00:00 +0000",
+    "MIME-Version: 1.0",
+    f'Content-Type: application/pkcs7-mime; smime-type={smime_type}; name="smime.p7m"',
+    'Content-Disposition: attachment; filename="smime.p7m"',
+    "Content-Transfer-Encoding: base64",
+]
+with open(out_path, "w", newline="\n") as out:
+    out.write("\n".join(headers) + "\n\n" + encoded)
+PY
+}
+
+# Check that the first text/plain part of ACTUAL, after transfer decoding, equals that of
+# EXPECTED apart from line ends. ACTUAL may be the decrypted message itself or a signed
+# message around it.
+expect_same_text_body() {
+    local actual=$1 expected=$2
+    python3 - "$actual" "$expected" <<'PY' || fail "the text of $actual differs from $expected"
+import email
+import email.policy
+import sys
+
+def text_body(path):
+    message = email.message_from_bytes(open(path, "rb").read(), policy=email.policy.compat32)
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            return part.get_payload(decode=True).replace(b"\r\n", b"\n")
+    sys.exit(f"{path}: no text/plain part")
+
+actual, expected = text_body(sys.argv[1]), text_body(sys.argv[2])
+if actual != expected:
+    print(f"expected: {expected!r}", file=sys.stderr)
+    print(f"got:      {actual!r}", file=sys.stderr)
+    sys.exit(1)
+PY
+}
+
+# Check that the message headers NAME... of EXPECTED appear unchanged in the top-level
+# headers of ACTUAL.
+# expect_same_headers ACTUAL EXPECTED NAME...
+expect_same_headers() {
+    local actual=$1 expected=$2
+    shift 2
+    python3 - "$actual" "$expected" "$@" <<'PY' || fail "$actual lost headers of $expected"
+import email
+import email.policy
+import sys
+
+def read(path):
+    return email.message_from_bytes(open(path, "rb").read(), policy=email.policy.compat32)
+
+actual, expected = read(sys.argv[1]), read(sys.argv[2])
+status = 0
+for name in sys.argv[3:]:
+    if actual.get(name) != expected.get(name):
+        print(f"header {name}: expected {expected.get(name)!r}, got {actual.get(name)!r}",
+              file=sys.stderr)
+        status = 1
+sys.exit(status)
+PY
+}
+
+# --- Local servers for online revocation tests ---------------------------------------------
+
+# Re-run the calling script in a new network namespace with only a loopback interface, so its
+# servers are reachable from nowhere else and nothing it does leaves the machine. Call it
+# first, with the script's arguments. Where namespaces are not allowed, the script goes on in
+# the host's namespace and its clients still connect only to 127.0.0.1.
+enter_network_namespace() {
+    if [[ -n ${P11SMIME_IN_NETNS:-} ]]; then
+        ip link set lo up 2>/dev/null || true
+        return
+    fi
+    if command -v unshare >/dev/null && unshare -n true 2>/dev/null; then
+        export P11SMIME_IN_NETNS=1
+        exec unshare -n -- bash "$0" "$@"
+    fi
+    echo "note: no network namespace available; servers run in the host's namespace" >&2
+}
+
+# Print a TCP port on 127.0.0.1 that is free now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Start a server in the background with its output in LOG and remember its process id:
+# start_server LOG COMMAND [ARG...]. The id is also left in LAST_SERVER_PID.
+start_server() {
+    local log=$1
+    shift
+    "$@" >"$log" 2>&1 &
+    LAST_SERVER_PID=$!
+    SERVER_PIDS+=("$LAST_SERVER_PID")
+}
+
+# Stop one server that start_server started, by its process id.
+stop_server() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for i in "${!SERVER_PIDS[@]}"; do
+        if [[ ${SERVER_PIDS[$i]} == "$pid" ]]; then
+            unset 'SERVER_PIDS[i]'
+        fi
+    done
+}
+
+stop_servers() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    SERVER_PIDS=()
+}
+
+# Wait up to 10 seconds until a socket listens on PORT. The check reads the kernel's socket
+# tables instead of connecting, because `openssl ocsp` 3.0 stops responding after a client
+# that connects and sends nothing.
+wait_for_port() {
+    local port=$1 attempt
+    for attempt in $(seq 100); do
+        if python3 - "$port" <<'PY'
+import sys
+
+port = "%04X" % int(sys.argv[1])
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        lines = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for line in lines:
+        fields = line.split()
+        if fields[1].endswith(":" + port) and fields[3] == "0A":
+            sys.exit(0)
+sys.exit(1)
+PY
+        then
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "nothing listens on port $port after 10 seconds"
+}
+
+# --- PC/SC: a private pcscd with a virtual reader (vsmartcard-vpcd) and card (vicc) ---
+
+readonly VPCD_DRIVER=/usr/lib/pcsc/drivers/serial/libifdvpcd.so
+readonly PCSC_DRIVER_DIR=/usr/lib/pcsc/drivers
+readonly OPENSC_MODULE=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so
+# Debian 12's python3-virtualsmartcard installs its package one folder too deep.
+readonly VICC_PYTHONPATH=/usr/lib/python3/site-packages/virtualsmartcard
+# pcscd's socket path is fixed at build time, so a private pcscd needs its own /run.
+readonly PCSCD_SOCKET=/run/pcscd/pcscd.comm
+# vpcd listens for vicc on this port, inside the test's own network namespace.
+readonly VPCD_PORT=35963
+# The virtual card's reader; vpcd makes a second one, "Virtual PCD 00 01", on the next port.
+readonly VIRTUAL_READER="Virtual PCD 00 00"
+PCSCD_PID=
+VICC_PID=
+
+# Run the calling script again in its own mount and network namespaces, unless it already
+# runs in them. There it gets an empty /run for a private pcscd, and a network with only
+# loopback for vpcd and vicc, so a system pcscd and the machine's network stay untouched.
+# Skips when namespaces cannot be made (they need root, or user namespaces).
+enter_private_namespace() {
+    if [[ ${P11SMIME_PRIVATE_NAMESPACE:-} != 1 ]]; then
+        require_command unshare ip
+        if ! unshare --mount --net true 2>/dev/null; then
+            skip "cannot create mount and network namespaces (needs root); a pcscd" \
+                "outside them would disturb the machine's own pcscd"
+        fi
+        P11SMIME_PRIVATE_NAMESPACE=1 exec unshare --mount --net --propagation private \
+            bash "$0" "$@"
+    fi
+    mount -t tmpfs -o mode=0755 p11smime-run /run || fail "cannot mount a private /run"
+    mkdir -p /run/pcscd
+    ip link set lo up || fail "cannot bring up loopback in the test's network namespace"
+}
+
+# Wait up to SECONDS for COMMAND to succeed, checking every 0.2 s: wait_until SECONDS CMD...
+wait_until() {
+    local seconds=$1 tries
+    shift
+    for ((tries = seconds * 5; tries > 0; tries--)); do
+        "$@" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+pcscd_is_up() {
+    [[ -S $PCSCD_SOCKET ]] && kill -0 "$PCSCD_PID" 2>/dev/null
+}
+
+# Start pcscd in the private namespace with only the vpcd reader driver. An empty driver
+# folder hides the machine's USB readers from it, so it never claims a real reader.
+start_pcscd() {
+    require_command pcscd
+    [[ -f $VPCD_DRIVER ]] || skip "the vpcd driver $VPCD_DRIVER (vsmartcard-vpcd) is missing"
+    [[ ${P11SMIME_PRIVATE_NAMESPACE:-} == 1 ]] || fail "start_pcscd outside the test namespace"
+    local config=$TEST_TMP/reader.conf.d
+    mkdir -p -- "$config"
+    cp -- "$VPCD_DRIVER" "$TEST_TMP/libifdvpcd.so"
+    mount -t tmpfs -o mode=0755 p11smime-pcsc-drivers "$PCSC_DRIVER_DIR" ||
+        fail "cannot hide $PCSC_DRIVER_DIR from the private pcscd"
+    printf '%s\n' 'FRIENDLYNAME "Virtual PCD"' "DEVICENAME /dev/null:$VPCD_PORT" \
+        "LIBPATH $TEST_TMP/libifdvpcd.so" "CHANNELID $VPCD_PORT" >"$config/vpcd"
+    # OpenSC 0.23 tries each of its card drivers on a card it does not know, which took 14 s
+    # on the virtual card in every process that loads it. The PIV and OpenPGP drivers, which
+    # serve YubiKeys, took 1.3 s.
+    printf '%s\n' 'app default {' '    card_drivers = PIV-II, openpgp;' '}' \
+        >"$TEST_TMP/opensc.conf"
+    export OPENSC_CONF=$TEST_TMP/opensc.conf
+    pcscd --foreground --config "$config" >"$TEST_TMP/pcscd.log" 2>&1 &
+    PCSCD_PID=$!
+    BACKGROUND_PIDS+=("$PCSCD_PID")
+    wait_until 10 pcscd_is_up || {
+        cat -- "$TEST_TMP/pcscd.log" >&2
+        fail "pcscd did not create $PCSCD_SOCKET within 10 s"
+    }
+}
+
+stop_pcscd() {
+    kill "$PCSCD_PID" 2>/dev/null || true
+    wait "$PCSCD_PID" 2>/dev/null || true
+}
+
+# Start vicc, which connects to vpcd on loopback and so inserts an ISO 7816 card into
+# VIRTUAL_READER. vicc imports PyCrypto's "Crypto" package, which Debian 12 ships as
+# "Cryptodome" (python3-pycryptodome); a one-line package makes the old name point there.
+start_virtual_card() {
+    require_command vicc
+    [[ -x /usr/bin/python3 ]] || skip "/usr/bin/python3 is missing"
+    /usr/bin/python3 -c 'import Cryptodome' 2>/dev/null ||
+        skip "vicc needs python3-pycryptodome"
+    mkdir -p -- "$TEST_TMP/python/Crypto"
+    printf '%s\n' 'import Cryptodome' '__path__ = Cryptodome.__path__' \
+        >"$TEST_TMP/python/Crypto/__init__.py"
+    PYTHONPATH=$TEST_TMP/python:$VICC_PYTHONPATH /usr/bin/python3 "$(command -v vicc)" \
+        --type iso7816 --hostname localhost --port "$VPCD_PORT" -v >"$TEST_TMP/vicc.log" 2>&1 &
+    VICC_PID=$!
+    BACKGROUND_PIDS+=("$VICC_PID")
+}
+
+stop_virtual_card() {
+    kill "$VICC_PID" 2>/dev/null || true
+    wait "$VICC_PID" 2>/dev/null || true
 }

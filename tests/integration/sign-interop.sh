@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Messages signed by `p11smime sign` on a SoftHSM token verify with p11smime, OpenSSL and
-# gpgsm, for every key type, detached and opaque, and with each digest and RSA-PSS.
+# Messages signed by `p11smime sign` on a SoftHSM token verify with p11smime, OpenSSL, gpgsm
+# and NSS cmsutil (the engine of Thunderbird), for every key type, detached and opaque, and
+# with each digest and RSA-PSS.
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
 require_p11smime
-require_command openssl gpgsm gpgconf python3
+require_command openssl gpgsm gpgconf python3 certutil cmsutil
 make_test_dir
 setup_token
 setup_gpgsm_home "$CA_FILE"
@@ -137,9 +138,27 @@ run_case() {
     # salt length it reports "rejected due to salt length" and aborts with a double free.
     if [[ $mode == detached ]]; then
         gpgsm_verify "$cms" "$case_dir/content.crlf" || fail "gpgsm rejected $case_dir"
+        nss_verify "$cms" "$case_dir/content.crlf" || fail "NSS cmsutil rejected $case_dir"
     else
         gpgsm_verify "$cms" || fail "gpgsm rejected $case_dir"
+        nss_verify "$cms" || fail "NSS cmsutil rejected $case_dir"
     fi
+}
+
+# NSS is the engine of Thunderbird; cmsutil verifies with the test CA as its only trusted CA.
+readonly NSS_DB=$TEST_TMP/nss
+mkdir -p "$NSS_DB"
+certutil -N -d "sql:$NSS_DB" --empty-password
+certutil -A -d "sql:$NSS_DB" -n p11smime-test-ca -t C,C,C -i "$CA_FILE"
+
+# Verify the CMS in $1 with NSS, over the detached content in $2 when given.
+nss_verify() {
+    local cms=$1 content=${2:-} arguments=(-D -i "$1" -d "sql:$NSS_DB" -u 4 -o /dev/null)
+    if [[ -n $content ]]; then
+        arguments+=(-c "$content")
+    fi
+    cmsutil "${arguments[@]}" 2>"$TEST_TMP/cmsutil.err" ||
+        { cat -- "$TEST_TMP/cmsutil.err" >&2; return 1; }
 }
 
 step "check that the gpgsm harness rejects a tampered message"
@@ -158,6 +177,11 @@ tamper_first_body_byte "$TEST_TMP/control-tampered.crlf" entity ||
     fail "the control content was not changed"
 if gpgsm_verify "$TEST_TMP/control.der" "$TEST_TMP/control-tampered.crlf" 2>/dev/null; then
     fail "gpgsm accepted tampered content, so its results below would mean nothing"
+fi
+nss_verify "$TEST_TMP/control.der" "$TEST_TMP/control.crlf" ||
+    fail "NSS cmsutil rejected the untampered control message"
+if nss_verify "$TEST_TMP/control.der" "$TEST_TMP/control-tampered.crlf" 2>/dev/null; then
+    fail "NSS cmsutil accepted tampered content, so its results below would mean nothing"
 fi
 
 for name in rsa2048 rsa3072 p256 p384; do

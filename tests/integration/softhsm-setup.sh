@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # softhsm-setup/setup.sh makes the token, keys and certificates that the other tests rely
-# on, reuses a complete set-up and redoes a half-made one.
+# on, reuses a complete set-up and redoes a half-made one. software-recipients.sh issues the
+# software recipient keys and certificates that peers decrypt with.
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -174,5 +175,63 @@ expect_exit 0 run_pkcs11_tool --login --pin 123456 --list-objects
 step "usage errors"
 expect_exit 2 bash "$SETUP"
 expect_stderr_contains "usage:"
+
+step "software recipients"
+readonly SOFTWARE=$SOURCE_DIR/softhsm-setup/software-recipients.sh
+mkdir -p -- "$TEST_TMP/empty"
+expect_exit 2 bash "$SOFTWARE" "$TEST_TMP/empty"
+expect_stderr_contains "setup.sh"
+expect_exit 0 bash "$SOFTWARE" "$HSM_DIR"
+cp -- "$LAST_STDOUT" "$TEST_TMP/software-run.txt"
+declare -A RECIPIENT_KEY_USAGE=(
+    [rsa-recipient]='Digital Signature, Key Encipherment'
+    [ec-recipient]='Digital Signature, Key Agreement'
+    [rsa-sign-only]='Digital Signature'
+    [ec-sign-only]='Digital Signature'
+    [rsa-client-auth]='Digital Signature, Key Encipherment'
+)
+password_file=$HSM_DIR/soft/p12-password.txt
+[[ $(stat -c %a "$password_file") == 600 ]] || fail "p12-password.txt is not mode 0600"
+for name in "${!RECIPIENT_KEY_USAGE[@]}"; do
+    cert=$HSM_DIR/soft/$name.pem
+    grep -qxF "$name $cert" "$TEST_TMP/software-run.txt" ||
+        fail "software-recipients.sh did not print the line for $name"
+    expect_exit 0 openssl verify -CAfile "$HSM_DIR/ca/ca.pem" "$cert"
+    openssl x509 -in "$cert" -noout -ext keyUsage,extendedKeyUsage,subjectAltName \
+        >"$TEST_TMP/$name.soft-ext"
+    key_usage=$(grep -A1 'Key Usage: critical' "$TEST_TMP/$name.soft-ext" | tail -n 1 |
+        sed 's/^ *//')
+    [[ $key_usage == "${RECIPIENT_KEY_USAGE[$name]}" ]] ||
+        fail "$name: keyUsage is \"$key_usage\", expected ${RECIPIENT_KEY_USAGE[$name]}"
+    grep -qF "email:$name@example.org" "$TEST_TMP/$name.soft-ext" || fail "$name: wrong SAN"
+    if [[ $name == rsa-client-auth ]]; then
+        ! grep -qF 'E-mail Protection' "$TEST_TMP/$name.soft-ext" ||
+            fail "$name: has emailProtection"
+    else
+        grep -qF 'E-mail Protection' "$TEST_TMP/$name.soft-ext" ||
+            fail "$name: no emailProtection"
+    fi
+
+    # The key, the certificate and the PKCS#12 file hold the same key pair.
+    openssl x509 -in "$cert" -pubkey -noout >"$TEST_TMP/$name.cert-pub"
+    openssl pkey -in "$HSM_DIR/soft/$name.key" -pubout >"$TEST_TMP/$name.key-pub"
+    cmp -s "$TEST_TMP/$name.cert-pub" "$TEST_TMP/$name.key-pub" ||
+        fail "$name.key does not match $name.pem"
+    expect_exit 0 openssl pkcs12 -in "$HSM_DIR/soft/$name.p12" -nodes -nocerts \
+        -passin "file:$password_file"
+    openssl pkey -in "$LAST_STDOUT" -pubout >"$TEST_TMP/$name.p12-pub"
+    cmp -s "$TEST_TMP/$name.cert-pub" "$TEST_TMP/$name.p12-pub" ||
+        fail "$name.p12 does not contain the key of $name.pem"
+    # gpgsm 2.2.40 reads PKCS#12 only with the older 3DES PBE, not OpenSSL 3's AES default.
+    expect_exit 0 openssl pkcs12 -in "$HSM_DIR/soft/$name.p12" -info -noout \
+        -passin "file:$password_file"
+    [[ $(grep -c 'pbeWithSHA1And3-KeyTripleDES-CBC' "$LAST_STDERR") == 2 ]] ||
+        fail "$name.p12 does not use pbeWithSHA1And3-KeyTripleDES-CBC for key and certificate"
+done
+soft_state=$(find "$HSM_DIR/soft" -type f -printf '%P %s %T@\n' | sort)
+expect_exit 0 bash "$SOFTWARE" "$HSM_DIR"
+cmp -s "$LAST_STDOUT" "$TEST_TMP/software-run.txt" || fail "the second run printed other lines"
+[[ $(find "$HSM_DIR/soft" -type f -printf '%P %s %T@\n' | sort) == "$soft_state" ]] ||
+    fail "the second run of software-recipients.sh changed its files"
 
 echo "PASS: $TEST_NAME"

@@ -98,6 +98,42 @@ expect_exit 0 "$P11SMIME" verify "${trusted[@]}" --signer-cert "$nocerts_dir/sig
     --in "$nocerts_dir/signed.eml" --out "$nocerts_dir/signed.verified"
 [[ -s $nocerts_dir/signed.verified ]] || fail "verify succeeded but wrote no --out file"
 
+step "MD5 digest and a 1024-bit RSA signer are rejected"
+# Software signers certified by the test CA: one with a strong key that signs with MD5, and
+# one with an RSA-1024 key that signs with SHA-256. OpenSSL accepts both as a control.
+weak_dir=$TEST_TMP/weak
+mkdir -p -- "$weak_dir"
+issue_software_signer() {
+    local name=$1 key_options=("${@:2}")
+    expect_exit 0 openssl genpkey "${key_options[@]}" -out "$weak_dir/$name.key"
+    expect_exit 0 openssl req -new -key "$weak_dir/$name.key" \
+        -subj "/CN=$name test signer" -out "$weak_dir/$name.csr"
+    printf '%s\n' 'basicConstraints = critical, CA:false' \
+        'keyUsage = critical, digitalSignature, nonRepudiation' \
+        'extendedKeyUsage = emailProtection' "subjectAltName = email:$name@example.org" \
+        >"$weak_dir/$name.ext"
+    expect_exit 0 openssl ca -batch -config "$HSM_DIR/ca/openssl.cnf" \
+        -extfile "$weak_dir/$name.ext" -days 30 \
+        -in "$weak_dir/$name.csr" -out "$weak_dir/$name.issued.pem"
+    expect_exit 0 openssl x509 -in "$weak_dir/$name.issued.pem" -out "$weak_dir/$name.pem"
+}
+sign_in_software() {
+    local name=$1 digest=$2
+    expect_exit 0 openssl cms -sign -md "$digest" -signer "$weak_dir/$name.pem" \
+        -inkey "$weak_dir/$name.key" -from "$name@example.org" -to recipient@example.net \
+        -subject "p11smime weak algorithm test" -in "$nocerts_dir/entity.txt" \
+        -out "$weak_dir/$name.eml"
+    expect_exit 0 openssl cms -verify -CAfile "$CA_FILE" -in "$weak_dir/$name.eml" \
+        -out /dev/null
+}
+issue_software_signer md5signer -algorithm RSA -pkeyopt rsa_keygen_bits:2048
+sign_in_software md5signer md5
+expect_verify_failure "$weak_dir/md5signer.eml" "broken digest" "${trusted[@]}"
+expect_exit 1 "$P11SMIME" verify "${trusted[@]}" --allow-sha1 --in "$weak_dir/md5signer.eml"
+issue_software_signer rsa1024 -algorithm RSA -pkeyopt rsa_keygen_bits:1024
+sign_in_software rsa1024 sha256
+expect_verify_failure "$weak_dir/rsa1024.eml" "1024 bits" "${trusted[@]}"
+
 step "missing input file is an input error"
 expect_exit 2 "$P11SMIME" verify "${trusted[@]}" --in "$TEST_TMP/no-such-message.eml"
 expect_p11smime_error "$TEST_TMP/no-such-message.eml"

@@ -86,3 +86,25 @@ TEST_CASE("pin source accepts file URIs and paths only") {
     CHECK(p11smime::pin_source_path("/run/pin") == "/run/pin");
     CHECK_THROWS_AS(p11smime::pin_source_path("https://example.invalid/pin"), p11smime::Error);
 }
+
+TEST_CASE("pin buffer is zeroed when cleared") {
+    SecurePin pin(std::vector<char>{'8', '6', '7', '5', '3', '0', '9'});
+    const char *characters = pin.c_str();
+    const size_t size = pin.size();
+    pin.clear();
+    CHECK(pin.empty());
+    // clear() keeps the vector's storage, so its old bytes can still be read here.
+    for (size_t i = 0; i <= size; ++i)
+        CHECK(characters[i] == '\0');
+}
+
+TEST_CASE("pin file buffer is zeroed past the line ending") {
+    TemporaryFile file("2468\nsecret second line\n", 0600);
+    bool readable_by_others = false;
+    SecurePin pin = read_pin_file(file.path(), readable_by_others);
+    CHECK(std::string(pin.c_str()) == "2468");
+    // The bytes after the PIN (the rest of the file) were wiped before the buffer shrank.
+    const char *characters = pin.c_str();
+    for (size_t i = pin.size() + 1; i < 4 + 20; ++i)
+        CHECK(characters[i] == '\0');
+}

@@ -227,7 +227,8 @@ TEST_CASE("sign_message round-trips through verify_message") {
 
         VerifyResult result = verify_message(signed_message, trusting(ca_file));
         CHECK(result.valid);
-        CHECK(result.content == unit_message);
+        // The content is the signed entity, without the routing headers outside it.
+        CHECK(result.content == unit_message.substr(unit_message.find("Content-Type:")));
         CHECK(result.structure == (opaque ? "signed-data" : "multipart/signed"));
     }
     std::remove(ca_file.c_str());

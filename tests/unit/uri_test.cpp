@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "common/error.h"
 #include "token/uri.h"
 
@@ -73,4 +76,47 @@ TEST_CASE("uri detection tells URIs from file names") {
     CHECK(p11smime::is_pkcs11_uri("pkcs11:object=k"));
     CHECK_FALSE(p11smime::is_pkcs11_uri("cert.pem"));
     CHECK_FALSE(p11smime::is_pkcs11_uri("./pkcs11:x"));
+}
+
+TEST_CASE("uri text never carries pin-value") {
+    Pkcs11Uri uri = Pkcs11Uri::parse("pkcs11:token=t;object=k?pin-value=314159");
+    CHECK(uri.pin_value == "314159");
+    CHECK(uri.to_string().find("314159") == std::string::npos);
+    CHECK(uri.to_string().find("pin-value") == std::string::npos);
+}
+
+TEST_CASE("uri parse errors hide pin-value") {
+    const std::string text = "pkcs11:id=%zz?pin-value=271828&module-path=/m.so";
+    CHECK(p11smime::without_pin_value(text) == "pkcs11:id=%zz?pin-value=***&module-path=/m.so");
+    try {
+        Pkcs11Uri::parse(text);
+        FAIL("a malformed URI was accepted");
+    } catch (const p11smime::Error &error) {
+        CHECK(std::string(error.what()).find("271828") == std::string::npos);
+    }
+}
+
+TEST_CASE("uri fuzz regression inputs round trip") {
+    // Inputs that once failed fuzz_uri: a NUL byte that cut the text short, and an empty id.
+    for (const char *name : {"nul-byte", "empty-id"}) {
+        std::ifstream file(std::string(TEST_DATA_DIR) + "/fuzz/uri/" + name, std::ios::binary);
+        REQUIRE(file);
+        std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+        CAPTURE(name);
+        try {
+            Pkcs11Uri uri = Pkcs11Uri::parse(text);
+            Pkcs11Uri again = Pkcs11Uri::parse(uri.to_string());
+            CHECK(again.id == uri.id);
+            CHECK(again.object == uri.object);
+        } catch (const p11smime::Error &error) {
+            CHECK(text.find('\0') != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("uri empty id survives formatting") {
+    Pkcs11Uri uri = Pkcs11Uri::parse("pkcs11:id=");
+    REQUIRE(uri.id.has_value());
+    CHECK(uri.id->empty());
+    CHECK(Pkcs11Uri::parse(uri.to_string()).id == uri.id);
 }

@@ -242,10 +242,6 @@ int run_files(const BatchSettings &batch, const std::vector<BatchFile> &files,
 
 std::string batch_header(const std::string &file) { return file + ":\n"; }
 
-// The parts of `sign` that are set up once and shared by every file: the token key, logged
-// in once, its certificate and chain, and the recipients of --encrypt-to.
-// NOTE: when the token is removed or its sessions are lost, every later file of a batch fails
-// too, because the key does not reconnect.
 // Returns warnings about a signature that its readers will reject: an expired or not yet
 // valid certificate, or a From address that the certificate does not carry.
 std::vector<std::string> signer_warnings(X509 *certificate, const std::string &from) {
@@ -263,6 +259,10 @@ std::vector<std::string> signer_warnings(X509 *certificate, const std::string &f
     return warnings;
 }
 
+// The parts of `sign` that are set up once and shared by every file: the token key, logged
+// in once, its certificate and chain, and the recipients of --encrypt-to.
+// NOTE: when the token is removed or its sessions are lost, every later file of a batch fails
+// too, because the batch does not use RecoveringTokenKey (token/recovery.h) yet.
 class Signer {
   public:
     explicit Signer(const SignCommandOptions &options) : options_(options) {

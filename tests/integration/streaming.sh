@@ -13,6 +13,14 @@ setup_token
 
 : "${STREAMING_TEST_MIB:=256}"
 readonly MAX_RSS_KIB=$((64 * 1024))
+# AddressSanitizer keeps freed memory in quarantine (256 MiB by default) and adds shadow
+# memory, so in the sanitizer run (scripts/test-sanitizers.sh sets ASAN_OPTIONS) the bound says
+# nothing about p11smime. The commands and their outputs are checked there all the same.
+if [[ -n ${ASAN_OPTIONS:-} ]]; then
+    readonly CHECK_RSS=0
+else
+    readonly CHECK_RSS=1
+fi
 # Generating, signing and checking a few hundred MiB several times takes minutes.
 COMMAND_TIMEOUT=300
 KEY=${KEY_URI[rsa2048]}
@@ -57,7 +65,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 PY
     peak=$(<"$TEST_TMP/$name.rss")
     echo "    $name: peak RSS $((peak / 1024)) MiB"
-    ((peak < MAX_RSS_KIB)) || fail "$name used a peak RSS of $peak KiB, over $MAX_RSS_KIB KiB"
+    if ((CHECK_RSS)); then
+        ((peak < MAX_RSS_KIB)) || fail "$name used a peak RSS of $peak KiB, over $MAX_RSS_KIB KiB"
+    fi
 }
 
 step "generate a $STREAMING_TEST_MIB MiB message"

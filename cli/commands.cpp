@@ -23,6 +23,7 @@
 #include "cms/mime.h"
 #include "cms/sign.h"
 #include "cms/verify.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 #include "token/recovery.h"
 #include "token/token.h"
@@ -108,13 +109,10 @@ std::multimap<std::string, X509Ptr> read_certificate_folder(const std::string &f
         X509StackPtr certificates = read_certificates(folder + "/" + entry->d_name);
         while (X509 *certificate = sk_X509_shift(certificates.get())) {
             X509Ptr owned(certificate);
-            STACK_OF(OPENSSL_STRING) *emails = X509_get1_email(certificate);
-            for (int i = 0; i < sk_OPENSSL_STRING_num(emails); ++i) {
+            for (const auto &email : certificate_emails(certificate)) {
                 X509_up_ref(certificate);
-                index.emplace(lowercase(sk_OPENSSL_STRING_value(emails, i)),
-                              X509Ptr(certificate));
+                index.emplace(lowercase(email), X509Ptr(certificate));
             }
-            X509_email_free(emails);
         }
     }
     return index;
@@ -497,12 +495,6 @@ void require_out_for_json(bool json, const std::optional<std::string> &out) {
                     "add --out FILE");
 }
 
-std::string subject_text(X509 *certificate) {
-    char text[256];
-    X509_NAME_oneline(X509_get_subject_name(certificate), text, sizeof text);
-    return text;
-}
-
 // Encrypts one file to its recipients and returns them, for the --json report.
 std::vector<X509Ptr> encrypt_file(const EncryptCommandOptions &options,
                                   const Recipients &recipients,
@@ -599,7 +591,7 @@ class TokenKeyLookup {
         for (const auto &key : keys_)
             if (unsigned long rv = key.probe(); is_token_lost(rv))
                 throw Pkcs11Error(rv, "decrypting with the key of " +
-                                          subject_text(key.certificate()),
+                                          subject_oneline(key.certificate()),
                                   "", "check the token and run the command again");
     }
 
@@ -610,7 +602,7 @@ class TokenKeyLookup {
         TokenKey key = open_token_key(module(&uri), uri, std::nullopt, token_);
         if (!is_recipient(key.certificate()))
             throw Error("key '" + without_pin_value(*options_.key) + "' (" +
-                            subject_text(key.certificate()) +
+                            subject_oneline(key.certificate()) +
                             ") is not a recipient of this message, which is encrypted to: " +
                             joined_recipients(recipients),
                         "name the key of one of these recipients, or leave out --key");

@@ -17,6 +17,7 @@
 #include "cli/process.h"
 #include "cms/sign.h"
 #include "cms/verify.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 #include "common/ossl.h"
 #include "token/token.h"
@@ -154,15 +155,6 @@ std::string lowercase(std::string text) {
     return text;
 }
 
-bool has_email(X509 *certificate, const std::string &email) {
-    bool found = false;
-    STACK_OF(OPENSSL_STRING) *emails = X509_get1_email(certificate);
-    for (int i = 0; i < sk_OPENSSL_STRING_num(emails) && !found; ++i)
-        found = lowercase(sk_OPENSSL_STRING_value(emails, i)) == lowercase(email);
-    X509_email_free(emails);
-    return found;
-}
-
 bool valid_now(X509 *certificate) {
     return X509_cmp_current_time(X509_get0_notBefore(certificate)) < 0 &&
            X509_cmp_current_time(X509_get0_notAfter(certificate)) > 0;
@@ -208,7 +200,7 @@ TokenKey open_signing_key(const std::string &key, const TokenOptions &token) {
         description = "the SHA-1 fingerprint " + *fingerprint;
     } else if (auto email = email_in(key)) {
         wanted = [email](X509 *certificate) {
-            return valid_now(certificate) && has_email(certificate, *email);
+            return valid_now(certificate) && certificate_has_email(certificate, *email);
         };
         description = "the email address " + *email + " and is valid now";
     } else {

@@ -1,4 +1,5 @@
 #include "cli/report.h"
+#include "common/x509_text.h"
 
 #include <algorithm>
 
@@ -228,12 +229,6 @@ json verify_json(const VerifyResult &result) {
             {"signers", signers}};
 }
 
-std::string subject_text(X509 *certificate) {
-    char text[256];
-    X509_NAME_oneline(X509_get_subject_name(certificate), text, sizeof text);
-    return text;
-}
-
 } // namespace
 
 void print_verify_json(std::ostream &out, const VerifyResult &result) {
@@ -250,7 +245,7 @@ json encrypt_json(const std::vector<X509Ptr> &recipients, const std::string &cip
         std::string key_management = type == EVP_PKEY_EC ? "ECDH with a SHA-256 KDF"
                                      : rsa_oaep          ? "RSAES-OAEP with SHA-256"
                                                          : "RSA PKCS#1 v1.5";
-        list.push_back({{"subject", subject_text(certificate.get())},
+        list.push_back({{"subject", subject_oneline(certificate.get())},
                         {"key_management", key_management}});
     }
     return {{"cipher", cipher}, {"recipients", list}};

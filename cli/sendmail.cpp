@@ -14,6 +14,7 @@
 #include "cms/encrypt.h"
 #include "cms/mime.h"
 #include "cms/sign.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 
 namespace p11smime::cli {
@@ -145,12 +146,8 @@ TokenKey open_sender_key(const SendmailOptions &options, const std::string &from
                     "add a From header, or name the key with --key");
 
     auto wanted = [&from](X509 *certificate) {
-        bool found = false;
-        STACK_OF(OPENSSL_STRING) *emails = X509_get1_email(certificate);
-        for (int i = 0; i < sk_OPENSSL_STRING_num(emails) && !found; ++i)
-            found = lowercase(sk_OPENSSL_STRING_value(emails, i)) == lowercase(from);
-        X509_email_free(emails);
-        return found && X509_cmp_current_time(X509_get0_notBefore(certificate)) < 0 &&
+        return certificate_has_email(certificate, from) &&
+               X509_cmp_current_time(X509_get0_notBefore(certificate)) < 0 &&
                X509_cmp_current_time(X509_get0_notAfter(certificate)) > 0;
     };
     std::optional<TokenKey> key = open_key_by_certificate(wanted, token);

@@ -15,6 +15,7 @@
 #include <openssl/pem.h>
 
 #include "cms/validation_time.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 #include "common/ossl.h"
 
@@ -92,30 +93,6 @@ std::vector<X509Ptr> read_certificates(const std::string &path) {
     return certificates;
 }
 
-std::vector<std::string> emails_of(X509 *certificate) {
-    std::vector<std::string> emails;
-    STACK_OF(OPENSSL_STRING) *list = X509_get1_email(certificate);
-    for (int i = 0; i < sk_OPENSSL_STRING_num(list); ++i)
-        emails.push_back(sk_OPENSSL_STRING_value(list, i));
-    X509_email_free(list);
-    return emails;
-}
-
-bool has_email(X509 *certificate, const std::string &email) {
-    for (const auto &candidate : emails_of(certificate))
-        if (strcasecmp(candidate.c_str(), email.c_str()) == 0)
-            return true;
-    return false;
-}
-
-std::string name_text(const X509_NAME *name) {
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
-    char *data = nullptr;
-    long length = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<size_t>(length));
-}
-
 std::string time_text(const ASN1_TIME *time) {
     std::optional<std::time_t> seconds = to_time_t(time);
     return seconds ? iso8601(*seconds) : "";
@@ -127,15 +104,6 @@ std::string der_of(X509 *certificate) {
     std::string bytes = length > 0 ? std::string(reinterpret_cast<char *>(der), length) : "";
     OPENSSL_free(der);
     return bytes;
-}
-
-std::string serial_hex(X509 *certificate) {
-    BIGNUM *number = ASN1_INTEGER_to_BN(X509_get0_serialNumber(certificate), nullptr);
-    char *hex = number ? BN_bn2hex(number) : nullptr;
-    std::string text = hex ? hex : "";
-    OPENSSL_free(hex);
-    BN_free(number);
-    return text;
 }
 
 std::string side_file_of(const std::string &certificate_file) {
@@ -177,7 +145,7 @@ FolderCertificate describe(X509 *certificate, const std::string &file) {
     entry.not_before = time_text(X509_get0_notBefore(certificate));
     entry.not_after = time_text(X509_get0_notAfter(certificate));
     entry.fingerprint = certificate_fingerprint(certificate);
-    entry.emails = emails_of(certificate);
+    entry.emails = certificate_emails(certificate);
     entry.der = der_of(certificate);
     std::optional<LearnedInfo> learned = read_side_file(side_file_of(file));
     if (learned && learned->fingerprint == entry.fingerprint)
@@ -321,7 +289,7 @@ std::vector<std::string> remove_certificates(const std::string &folder,
         std::vector<X509Ptr> certificates = read_certificates(file);
         size_t matching = 0;
         for (const auto &certificate : certificates)
-            matching += has_email(certificate.get(), email) ? 1 : 0;
+            matching += certificate_has_email(certificate.get(), email) ? 1 : 0;
         if (matching == 0)
             continue;
         if (matching != certificates.size())

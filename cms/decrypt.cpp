@@ -12,6 +12,7 @@
 #include "cms/limits.h"
 #include "cms/mime.h"
 #include "cms/stream.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 #include "common/ossl.h"
 
@@ -219,12 +220,6 @@ struct Decrypted {
     std::string detail;
 };
 
-std::string subject_of(X509 *certificate) {
-    char text[256];
-    X509_NAME_oneline(X509_get_subject_name(certificate), text, sizeof text);
-    return text;
-}
-
 // The placement of a decrypted entity: behind the routing headers of the message it came
 // from, in that message's line endings. A bare CMS input has no headers, and its entity stays
 // as it is.
@@ -423,7 +418,7 @@ bool Unwrapper::decrypt_layer(const TopLevel &top, const MessageSource &current,
     DecryptionKey key =
         lookup_([cms](X509 *certificate) { return is_recipient(cms, certificate); },
                 describe_recipients(cms));
-    layer.recipient = subject_of(key.certificate);
+    layer.recipient = subject_oneline(key.certificate);
 
     Rewrap rewrap;
     rewrap.bare = top.bare;

@@ -10,17 +10,12 @@
 #include "cms/gmime_ptr.h"
 #include "cms/mime.h"
 #include "cms/smime_output.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 #include "common/ossl.h"
 
 namespace p11smime {
 namespace {
-
-std::string subject_of(X509 *certificate) {
-    char text[256];
-    X509_NAME_oneline(X509_get_subject_name(certificate), text, sizeof text);
-    return text;
-}
 
 void check_validity(X509 *certificate, const std::string &name) {
     if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0)
@@ -94,7 +89,7 @@ CmsPtr new_enveloped_data(const EncryptOptions &options, unsigned int flags) {
         CMS_RecipientInfo *recipient =
             CMS_add1_recipient_cert(cms.get(), certificate, flags | CMS_KEY_PARAM);
         if (!recipient)
-            throw OpensslError("cannot add recipient " + subject_of(certificate));
+            throw OpensslError("cannot add recipient " + subject_oneline(certificate));
         set_key_parameters(recipient, certificate, options.rsa_oaep);
     }
     return cms;
@@ -159,7 +154,7 @@ std::vector<std::string> addresses_of(GMimeMessage *parsed) {
 } // namespace
 
 void check_recipient_certificate(X509 *certificate, const std::string &label) {
-    std::string name = "'" + label + "' (" + subject_of(certificate) + ")";
+    std::string name = "'" + label + "' (" + subject_oneline(certificate) + ")";
     int key_type = EVP_PKEY_get_base_id(X509_get0_pubkey(certificate));
     if (key_type != EVP_PKEY_RSA && key_type != EVP_PKEY_EC)
         throw Error("recipient certificate " + name + " has neither an RSA nor an EC key");

@@ -8,19 +8,12 @@
 #include "cms/crl_check.h"
 #include "cms/online.h"
 #include "cms/validation_time.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 #include "common/ossl.h"
 
 namespace p11smime {
 namespace {
-
-std::string subject_of(X509 *certificate) {
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    X509_NAME_print_ex(bio.get(), X509_get_subject_name(certificate), 0, XN_FLAG_RFC2253);
-    char *data = nullptr;
-    long length = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<size_t>(length));
-}
 
 // Reads every CRL of a PEM file, or the one CRL of a DER file.
 std::vector<X509CrlPtr> read_crl_file(const std::string &path) {
@@ -230,7 +223,7 @@ CertificateRevocation RevocationChecker::check_certificate(X509 *certificate, X5
                                                            std::time_t at, X509_STORE *trust,
                                                            STACK_OF(X509) * untrusted) const {
     CertificateRevocation result;
-    result.subject = subject_of(certificate);
+    result.subject = name_text(X509_get_subject_name(certificate));
     std::vector<std::pair<std::string, X509_CRL *>> local;
     for (const auto &entry : crls_)
         local.emplace_back(entry.source, entry.crl.get());

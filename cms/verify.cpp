@@ -15,6 +15,7 @@
 #include "cms/signed_part.h"
 #include "cms/stream.h"
 #include "cms/trust_checks.h"
+#include "common/x509_text.h"
 #include "common/error.h"
 #include "common/ossl.h"
 
@@ -25,21 +26,6 @@ std::string bio_text(BIO *bio) {
     char *data = nullptr;
     long length = BIO_get_mem_data(bio, &data);
     return std::string(data, static_cast<size_t>(length));
-}
-
-std::string name_text(const X509_NAME *name) {
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
-    return bio_text(bio.get());
-}
-
-std::string serial_hex(const X509 *certificate) {
-    BIGNUM *number = ASN1_INTEGER_to_BN(X509_get0_serialNumber(certificate), nullptr);
-    char *hex = number ? BN_bn2hex(number) : nullptr;
-    std::string text = hex ? hex : "";
-    OPENSSL_free(hex);
-    BN_free(number);
-    return text;
 }
 
 const ASN1_TIME *signing_time_value(CMS_SignerInfo *signer) {
@@ -78,15 +64,6 @@ std::string algorithm_name(const X509_ALGOR *algorithm) {
     char text[80];
     OBJ_obj2txt(text, sizeof text, object, 1);
     return text;
-}
-
-std::vector<std::string> certificate_emails(X509 *certificate) {
-    std::vector<std::string> result;
-    STACK_OF(OPENSSL_STRING) *list = X509_get1_email(certificate);
-    for (int i = 0; i < sk_OPENSSL_STRING_num(list); ++i)
-        result.push_back(sk_OPENSSL_STRING_value(list, i));
-    X509_email_free(list);
-    return result;
 }
 
 X509StackPtr load_certificates(const std::vector<std::string> &files) {

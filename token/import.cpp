@@ -1,4 +1,5 @@
 #include "token/import.h"
+#include "common/x509_text.h"
 
 #include <cstring>
 
@@ -61,12 +62,6 @@ std::string common_name(X509 *certificate) {
     return text;
 }
 
-std::string subject_text(X509 *certificate) {
-    char text[256] = "";
-    X509_NAME_oneline(X509_get_subject_name(certificate), text, sizeof text);
-    return text;
-}
-
 std::vector<PKCS11_CERT *> stored_certificates(PKCS11_TOKEN *token) {
     PKCS11_CERT *certs = nullptr;
     unsigned int count = 0;
@@ -114,8 +109,8 @@ int remove_previous(PKCS11_TOKEN *token, X509 *certificate, const std::vector<un
     if (!replace)
         throw Error("token '" + token_label(token) + "' already has a certificate for CKA_ID " +
                         hex_id(id.data(), id.size()) + ": " +
-                        (previous[0]->x509 ? subject_text(previous[0]->x509) : "unreadable"),
-                    "add --replace to remove it and store " + subject_text(certificate));
+                        (previous[0]->x509 ? subject_oneline(previous[0]->x509) : "unreadable"),
+                    "add --replace to remove it and store " + subject_oneline(certificate));
     // libp11 finds the object to destroy by CKA_ID and CKA_LABEL, and its certificate list
     // may change on removal, so each removal takes a fresh entry from a fresh list.
     int removed = 0;
@@ -187,7 +182,7 @@ ImportResult import_certificate(const ImportRequest &request, const TokenOptions
 
     std::optional<KeyMatch> key = find_matching_key(token, request.certificate);
     if (!key && !request.force)
-        throw Error("certificate " + subject_text(request.certificate) +
+        throw Error("certificate " + subject_oneline(request.certificate) +
                         " matches no key on token '" + token_label(token) + "'",
                     "import it into the token that holds its key, or add --force to store "
                     "it anyway");

@@ -6,29 +6,12 @@
 #include <openssl/x509v3.h>
 
 #include "token/objects.h"
+#include "common/x509_text.h"
 
 namespace p11smime {
 namespace {
 
 using BioMemPtr = BioPtr;
-
-std::string bio_text(BIO *bio) {
-    char *data = nullptr;
-    long length = BIO_get_mem_data(bio, &data);
-    return std::string(data, static_cast<size_t>(length));
-}
-
-std::string name_text(const X509_NAME *name) {
-    BioMemPtr bio(BIO_new(BIO_s_mem()));
-    X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
-    return bio_text(bio.get());
-}
-
-std::string time_text(const ASN1_TIME *time) {
-    BioMemPtr bio(BIO_new(BIO_s_mem()));
-    ASN1_TIME_print_ex(bio.get(), time, ASN1_DTFLGS_ISO8601);
-    return bio_text(bio.get());
-}
 
 std::vector<std::string> key_usage_names(X509 *certificate) {
     struct UsageName {
@@ -48,15 +31,6 @@ std::vector<std::string> key_usage_names(X509 *certificate) {
     for (const auto &entry : names)
         if (usage & entry.bit)
             result.push_back(entry.name);
-    return result;
-}
-
-std::vector<std::string> emails(X509 *certificate) {
-    std::vector<std::string> result;
-    STACK_OF(OPENSSL_STRING) *list = X509_get1_email(certificate);
-    for (int i = 0; i < sk_OPENSSL_STRING_num(list); ++i)
-        result.push_back(sk_OPENSSL_STRING_value(list, i));
-    X509_email_free(list);
     return result;
 }
 
@@ -92,9 +66,9 @@ CertificateInfo describe_certificate(const PKCS11_TOKEN *token, const PKCS11_CER
         return info;
     info.subject = name_text(X509_get_subject_name(cert.x509));
     info.issuer = name_text(X509_get_issuer_name(cert.x509));
-    info.emails = emails(cert.x509);
-    info.not_before = time_text(X509_get0_notBefore(cert.x509));
-    info.not_after = time_text(X509_get0_notAfter(cert.x509));
+    info.emails = certificate_emails(cert.x509);
+    info.not_before = iso8601_text(X509_get0_notBefore(cert.x509));
+    info.not_after = iso8601_text(X509_get0_notAfter(cert.x509));
     info.key_usage = key_usage_names(cert.x509);
     int length = i2d_X509(cert.x509, nullptr);
     if (length > 0) {

@@ -66,16 +66,6 @@ void set_key_parameters(CMS_RecipientInfo *recipient, X509 *certificate, bool rs
         throw OpensslError("cannot select the SHA-256 KDF for ECDH");
 }
 
-std::string der_of(CMS_ContentInfo *cms) {
-    unsigned char *der = nullptr;
-    int length = i2d_CMS_ContentInfo(cms, &der);
-    if (length <= 0)
-        throw OpensslError("cannot encode the CMS structure");
-    std::string bytes(reinterpret_cast<char *>(der), static_cast<size_t>(length));
-    OPENSSL_free(der);
-    return bytes;
-}
-
 // Returns an EnvelopedData, or AuthEnvelopedData for GCM, with its recipients, ready for its
 // content. The flags select streaming.
 CmsPtr new_enveloped_data(const EncryptOptions &options, unsigned int flags) {
@@ -116,7 +106,7 @@ void encrypt_to(const MessageSource &source, BIO *out, const EncryptOptions &opt
         BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
         if (!data || !CMS_final(cms.get(), data.get(), nullptr, CMS_BINARY))
             throw OpensslError("encryption failed");
-        writer.opaque(smime_type(cms.get()), "smime.p7m", der_of(cms.get()));
+        writer.opaque(smime_type(cms.get()), "smime.p7m", cms_der(cms.get()));
         return;
     }
 

@@ -110,16 +110,6 @@ CmsPtr build_signed_data(const std::string &content, const SignOptions &options,
     return cms;
 }
 
-std::string der_bytes(CMS_ContentInfo *cms) {
-    unsigned char *der = nullptr;
-    int length = i2d_CMS_ContentInfo(cms, &der);
-    if (length <= 0)
-        throw OpensslError("cannot encode the CMS structure");
-    std::string bytes(reinterpret_cast<char *>(der), static_cast<size_t>(length));
-    OPENSSL_free(der);
-    return bytes;
-}
-
 // Hashes the entity while it is written into the first part, then signs the digest. The
 // digest BIOs of CMS_dataInit() end in a null BIO, because the content is detached.
 void sign_multipart(const CanonicalEntity &entity, SmimeWriter &writer,
@@ -137,7 +127,7 @@ void sign_multipart(const CanonicalEntity &entity, SmimeWriter &writer,
     });
     if (CMS_dataFinal(cms.get(), digests.get()) != 1)
         throw OpensslError("signing failed");
-    writer.end_multipart_signed(der_bytes(cms.get()));
+    writer.end_multipart_signed(cms_der(cms.get()));
 }
 
 void sign_opaque_streaming(const CanonicalEntity &entity, SmimeWriter &writer,
@@ -162,7 +152,7 @@ void sign_opaque_der(const CanonicalEntity &entity, SmimeWriter &writer,
     BioPtr data(BIO_new_mem_buf(content.data(), static_cast<int>(content.size())));
     if (!data || !CMS_final(cms.get(), data.get(), nullptr, CMS_BINARY))
         throw OpensslError("signing failed");
-    writer.opaque("signed-data", "smime.p7m", der_bytes(cms.get()));
+    writer.opaque("signed-data", "smime.p7m", cms_der(cms.get()));
 }
 
 void sign_to(const MessageSource &source, BIO *out, const SignOptions &options, bool stream) {
@@ -206,7 +196,7 @@ std::string sign_detached(const std::string &data, const SignOptions &options) {
     SignOptions detached = options;
     detached.opaque = false;
     CmsPtr cms = build_signed_data(data, detached, digest);
-    return der_bytes(cms.get());
+    return cms_der(cms.get());
 }
 
 } // namespace p11smime

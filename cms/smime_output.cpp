@@ -9,6 +9,16 @@
 
 namespace p11smime {
 
+std::string cms_der(CMS_ContentInfo *cms) {
+    unsigned char *der = nullptr;
+    int length = i2d_CMS_ContentInfo(cms, &der);
+    if (length <= 0)
+        throw OpensslError("cannot encode the CMS structure");
+    std::string bytes(reinterpret_cast<char *>(der), static_cast<size_t>(length));
+    OPENSSL_free(der);
+    return bytes;
+}
+
 std::string make_boundary() {
     unsigned char random[16];
     if (RAND_bytes(random, sizeof random) != 1)

@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include <openssl/cms.h>
+
 #include "cms/mime.h"
 #include "cms/stream.h"
 
@@ -52,6 +54,9 @@ class SmimeWriter {
     std::unique_ptr<SinkBio> base64_sink_;
     BioPtr base64_;
 };
+
+// Returns the DER encoding of cms. Throws OpensslError when it cannot be encoded.
+std::string cms_der(CMS_ContentInfo *cms);
 
 // Returns a new random multipart boundary.
 std::string make_boundary();

@@ -122,7 +122,7 @@ CmsPtr parse_cms(const std::string &der) {
         throw OpensslError("the signature is not a valid CMS structure",
                            "the message was damaged in transit or is not S/MIME");
     if (OBJ_obj2nid(CMS_get0_type(cms.get())) != NID_pkcs7_signed)
-        throw Error(std::string("the S/MIME part holds CMS ") +
+        throw Error(std::string("the S/MIME part contains CMS ") +
                         OBJ_nid2ln(OBJ_obj2nid(CMS_get0_type(cms.get()))) +
                         " instead of signed data",
                     "use 'p11smime decrypt' for encrypted messages");
@@ -386,7 +386,7 @@ bool verify_opaque(const SignedPart &part, STACK_OF(X509) * extra, Scratch &cont
     std::unique_ptr<Reader> type_reader = decoded_content_reader(part.cms_part);
     int nid = peek_cms_type(*type_reader);
     if (nid != NID_pkcs7_signed)
-        throw Error(std::string("the S/MIME part holds CMS ") +
+        throw Error(std::string("the S/MIME part contains CMS ") +
                         (nid == NID_undef ? "of an unknown type" : OBJ_nid2ln(nid)) +
                         " instead of signed data",
                     "use 'p11smime decrypt' for encrypted messages");

@@ -36,7 +36,7 @@ struct VerifyOptions {
     bool allow_sha1 = false; // accept SHA-1 signatures, with a warning
 };
 
-// What was found about one SignerInfo.
+// Results of the checks on one SignerInfo.
 struct SignerReport {
     std::string subject;
     std::vector<std::string> emails;

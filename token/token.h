@@ -41,8 +41,8 @@ struct TokenOptions {
     // --pin-file: a file whose first line is the PIN.
     std::optional<std::string> pin_file;
 
-    // Asks the person for the PIN of the named token, e.g. on /dev/tty. Empty when nobody can
-    // answer, so the login is non-interactive.
+    // Asks the person for the PIN of the named token, e.g. on /dev/tty. Empty when no
+    // terminal is attached, so the login is non-interactive.
     std::function<SecurePin(const std::string &token_label)> prompt_pin;
 
     // Receives warnings for the person, such as a PIN given in the URI. The library never prints.
@@ -170,8 +170,8 @@ class TokenKey {
     // The token's other certificates that certify certificate(), nearest issuer first.
     STACK_OF(X509) * chain() const { return chain_.get(); }
 
-    // Checks that the token still answers: asks it for a random byte (C_GenerateRandom) in a
-    // session from libp11's pool. Returns CKR_OK when it answers, also when it has no random
+    // Checks that the token still responds by requesting one random byte (C_GenerateRandom) in
+    // a session from libp11's pool. Returns CKR_OK when it responds, also when it has no random
     // number generator, and otherwise the CKR_ value of the failure.
     unsigned long probe() const;
 

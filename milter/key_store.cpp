@@ -4,7 +4,7 @@
 
 #include <openssl/pem.h>
 
-#include "milter/probe.h"
+#include "token/key_test.h"
 
 namespace p11smime::milter {
 namespace {

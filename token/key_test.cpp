@@ -1,4 +1,4 @@
-#include "milter/probe.h"
+#include "token/key_test.h"
 
 #include <vector>
 
@@ -7,7 +7,7 @@
 #include "common/error.h"
 #include "common/ossl.h"
 
-namespace p11smime::milter {
+namespace p11smime {
 namespace {
 
 using EvpPkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, CDeleter<EVP_PKEY_CTX_free>>;
@@ -92,4 +92,4 @@ bool test_decryption(EVP_PKEY *key, X509 *certificate, std::string &error) {
     return test_ecdh(key, certificate, error);
 }
 
-} // namespace p11smime::milter
+} // namespace p11smime

@@ -6,7 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-namespace p11smime::milter {
+namespace p11smime {
 
 // Signs a fixed SHA-256 digest with key. Returns false and sets error when the token fails.
 bool test_signature(EVP_PKEY *key, std::string &error);
@@ -15,4 +15,4 @@ bool test_signature(EVP_PKEY *key, std::string &error);
 // secret with a fresh ephemeral key (EC). Returns false and sets error when the token fails.
 bool test_decryption(EVP_PKEY *key, X509 *certificate, std::string &error);
 
-} // namespace p11smime::milter
+} // namespace p11smime

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <functional>
@@ -25,6 +26,7 @@
 #include "cms/verify.h"
 #include "common/x509_text.h"
 #include "common/error.h"
+#include "token/key_test.h"
 #include "token/recovery.h"
 #include "token/token.h"
 
@@ -216,6 +218,10 @@ void check_batch_usage(const BatchSettings &batch, const std::optional<std::stri
     if (!is_batch(batch)) {
         if (batch.out_dir)
             throw Error("--out-dir needs input files", "name the files after the options");
+        if (batch.token_wait_seconds)
+            throw Error("--token-wait is invalid without input files",
+                        "leave it out, because a single message fails at once when the token "
+                        "is lost");
         return;
     }
     if (in || out)
@@ -257,13 +263,32 @@ std::vector<std::string> signer_warnings(X509 *certificate, const std::string &f
     return warnings;
 }
 
+// Returns how a batch recovers from a lost token: it waits up to --token-wait seconds for
+// the token to come back, trying again with backoff, and logs each step as a warning.
+RecoveryOptions batch_recovery(const BatchSettings &batch) {
+    RecoveryOptions recovery;
+    unsigned wait_seconds = batch.token_wait_seconds.value_or(default_token_wait_seconds);
+    recovery.max_attempts = wait_seconds == 0 ? 0 : 1000;
+    recovery.first_delay = std::chrono::milliseconds(250);
+    recovery.max_delay = std::chrono::seconds(5);
+    recovery.max_wait = std::chrono::seconds(wait_seconds);
+    recovery.log = warn;
+    return recovery;
+}
+
+// Returns the recovery of a single message: none, so a lost token fails the command at once.
+RecoveryOptions no_recovery() {
+    RecoveryOptions recovery;
+    recovery.max_attempts = 0;
+    return recovery;
+}
+
 // The parts of `sign` that are set up once and shared by every file: the token key, logged
-// in once, its certificate and chain, and the recipients of --encrypt-to.
-// NOTE: when the token is removed or its sessions are lost, every later file of a batch fails
-// too, because the batch does not use RecoveringTokenKey (token/recovery.h) yet.
+// in once, its certificate and chain, and the recipients of --encrypt-to. In a batch, a lost
+// token is reopened and the file that saw the loss is signed again.
 class Signer {
   public:
-    explicit Signer(const SignCommandOptions &options) : options_(options) {
+    Signer(const SignCommandOptions &options, RecoveryOptions recovery) : options_(options) {
         TokenOptions token = token_options(options.common);
         if (wants_encryption(options.encryption))
             recipients_.emplace(options.encryption, token);
@@ -276,14 +301,19 @@ class Signer {
         else if (options.cert)
             certificate_file = read_certificate(*options.cert);
 
-        key_.emplace(open_token_key(key_uri, certificate_uri, token, !certificate_file));
+        key_.emplace(key_uri, certificate_uri, token, std::move(recovery), !certificate_file);
         certificate_ = certificate_file ? std::move(certificate_file)
                                         : shared_copy(key_->certificate());
-        if (X509_check_private_key(certificate_.get(), key_->key()) != 1)
-            throw OpensslError("the certificate does not belong to key '" +
-                                   key_uri.to_string() + "'",
-                               "pass the matching certificate with --cert");
-        append_chain(key_->chain(), options.chain);
+        key_->run([&](const TokenKey &key) {
+            if (X509_check_private_key(certificate_.get(), key.key()) != 1)
+                throw OpensslError("the certificate does not belong to key '" +
+                                       key_uri.to_string() + "'",
+                                   "pass the matching certificate with --cert");
+            chain_.reset(X509_chain_up_ref(key.chain()));
+        });
+        if (!chain_)
+            chain_.reset(sk_X509_new_null());
+        append_chain(chain_.get(), options.chain);
     }
 
     // Signs the message of input and writes it to out, and returns the warnings about the
@@ -291,26 +321,29 @@ class Signer {
     // large input gets a progress bar on a terminal.
     std::vector<std::string> sign_file(InputMessage &input, const MessageHeaders &headers,
                                        const std::optional<std::string> &out,
-                                       bool show_progress) const {
+                                       bool show_progress) {
         std::optional<ProgressBar> progress;
         if (show_progress)
             progress.emplace(input.source());
-        OutputFile output(out);
-        SignOptions sign = sign_options(output.folder());
-        if (!recipients_)
-            sign_stream(input.source(), output.bio(), sign);
-        else
-            encrypt_signed(input.source(), sign, output);
-        output.commit();
+        key_->run([&](const TokenKey &key) {
+            // Each attempt writes a new temporary file, and a failed one is removed unseen.
+            OutputFile output(out);
+            SignOptions sign = sign_options(key, output.folder());
+            if (!recipients_)
+                sign_stream(input.source(), output.bio(), sign);
+            else
+                encrypt_signed(input.source(), sign, output);
+            output.commit();
+        });
         return signer_warnings(certificate_.get(), headers.from_address);
     }
 
   private:
-    SignOptions sign_options(const std::string &folder) const {
+    SignOptions sign_options(const TokenKey &key, const std::string &folder) const {
         SignOptions sign;
-        sign.key = key_->key();
+        sign.key = key.key();
         sign.certificate = certificate_.get();
-        sign.chain = key_->chain();
+        sign.chain = chain_.get();
         sign.digest = options_.digest;
         sign.rsa_pss = options_.rsa_pss;
         sign.opaque = options_.opaque;
@@ -344,8 +377,9 @@ class Signer {
 
     const SignCommandOptions &options_;
     std::optional<Recipients> recipients_;
-    std::optional<TokenKey> key_;
+    std::optional<RecoveringTokenKey> key_;
     X509Ptr certificate_;
+    X509StackPtr chain_;
 };
 
 VerifyOptions verify_options(const VerifyCommandOptions &options) {
@@ -380,13 +414,13 @@ int run_sign(const SignCommandOptions &options) {
         // Unusable input and a missing output folder fail before a PIN try is spent.
         MessageHeaders headers = read_headers(input.source());
         check_output_folder(options.out);
-        Signer signer(options);
+        Signer signer(options, no_recovery());
         for (const auto &warning : signer.sign_file(input, headers, options.out, true))
             warn(warning);
         return exit_success;
     }
     std::vector<BatchFile> files = plan_files(options.batch);
-    Signer signer(options);
+    Signer signer(options, batch_recovery(options.batch));
     return run_files(options.batch, files, [&signer](const BatchFile &file) {
         InputMessage input(file.input);
         MessageHeaders headers = read_headers(input.source());
@@ -560,11 +594,19 @@ std::string joined_recipients(const std::vector<std::string> &recipients) {
 
 // Opens the decryption key on first use and keeps it for the layers and files that follow.
 // Every key comes from one loaded module, so a token is logged in to once. Worker threads
-// share one lookup; a mutex guards the list of keys, which only grows.
+// share one lookup, and a mutex guards its list of keys. In a batch, a lost token is reopened
+// with the keys used so far, and the file that saw the loss is decrypted again.
 class TokenKeyLookup {
   public:
-    TokenKeyLookup(const DecryptCommandOptions &options)
-        : options_(options), token_(token_options(options.common)) {}
+    TokenKeyLookup(const DecryptCommandOptions &options, RecoveryOptions recovery)
+        : options_(options), token_(token_options(options.common)),
+          recovery_(recovery_name(), std::move(recovery),
+                    {[this](const Error &error) { return lost_reason(error); },
+                     [this] { close(); },
+                     [this] { reopen(); }}) {}
+
+    // Runs operation, which decrypts with keys from this lookup; see TokenRecovery::run().
+    void run(const std::function<void()> &operation) { recovery_.run(operation); }
 
     DecryptionKey operator()(const std::function<bool(X509 *)> &is_recipient,
                              const std::vector<std::string> &recipients) {
@@ -583,19 +625,25 @@ class TokenKeyLookup {
         return {keys_.back().key(), keys_.back().certificate()};
     }
 
-    // Throws Pkcs11Error when the token of a key that was used no longer answers, so that a
-    // token pulled out during decryption is reported as such. A token that answers says
-    // nothing about the ciphertext, so this adds no padding oracle.
-    void check_tokens() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (const auto &key : keys_)
-            if (unsigned long rv = key.probe(); is_token_lost(rv))
-                throw Pkcs11Error(rv, "decrypting with the key of " +
-                                          subject_oneline(key.certificate()),
-                                  "", "check the token and run the command again");
+    // Throws Pkcs11Error or TokenLostError when a failed decryption came from a lost token.
+    // OpenSSL clears the token's error on purpose (against Bleichenbacher's attack), so a test
+    // decryption often is the only sign. The checks run after every failure and depend only
+    // on the device, so they add no padding oracle.
+    void check_tokens(const DecryptResult &result) {
+        std::optional<unsigned long> rv = pkcs11_return_value(result.error_codes);
+        if (!rv || !is_token_lost(*rv))
+            rv = probe_keys();
+        if (rv)
+            throw Pkcs11Error(*rv, "decrypting with the token key", "",
+                              "check the token and run the command again");
+        test_keys();
     }
 
   private:
+    std::string recovery_name() const {
+        return options_.key ? without_pin_value(*options_.key) : choose_module(nullptr, token_);
+    }
+
     DecryptionKey open_named_key(const std::function<bool(X509 *)> &is_recipient,
                                  const std::vector<std::string> &recipients) {
         Pkcs11Uri uri = Pkcs11Uri::parse(*options_.key);
@@ -616,11 +664,76 @@ class TokenKeyLookup {
         return module_;
     }
 
+    // Returns the CKR_ value of the first key whose token no longer answers, or nothing.
+    std::optional<unsigned long> probe_keys() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto &key : keys_)
+            if (unsigned long rv = key.probe(); is_token_lost(rv))
+                return rv;
+        return std::nullopt;
+    }
+
+    // Throws TokenLostError when a used key cannot decrypt a secret encrypted to its
+    // certificate.
+    void test_keys() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto &key : keys_)
+            if (std::string error; !test_decryption(key.key(), key.certificate(), error))
+                throw TokenLostError("the token key of " + subject_oneline(key.certificate()) +
+                                         " failed a test decryption after a message failed "
+                                         "to decrypt: " + error,
+                                     "check the token and run the command again");
+    }
+
+    std::optional<std::string> lost_reason(const Error &error) {
+        if (std::optional<std::string> reason = token_lost_reason(error))
+            return reason;
+        if (std::optional<unsigned long> rv = probe_keys())
+            return ckr_name(*rv);
+        return std::nullopt;
+    }
+
+    // Frees every key and the module, remembering the certificates of the keys in use.
+    void close() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto &key : keys_) {
+            X509_up_ref(key.certificate());
+            used_.emplace_back(key.certificate());
+        }
+        keys_.clear();
+        module_.reset(); // the last reference: unloads the module and frees the context
+    }
+
+    // Loads the module again and opens the keys that were in use when the token was lost.
+    void reopen() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        keys_.clear(); // the keys of an earlier attempt that failed halfway
+        module_.reset();
+        for (const auto &certificate : used_) {
+            X509 *wanted = certificate.get();
+            std::optional<Pkcs11Uri> uri;
+            if (options_.key)
+                uri = Pkcs11Uri::parse(*options_.key);
+            std::optional<TokenKey> key =
+                uri ? std::optional<TokenKey>(
+                          open_token_key(module(&*uri), *uri, std::nullopt, token_))
+                    : open_recipient_key(
+                          module(nullptr),
+                          [wanted](X509 *found) { return X509_cmp(found, wanted) == 0; }, token_);
+            if (!key)
+                throw TokenNotFoundError("no token holds the key of " + subject_oneline(wanted));
+            keys_.push_back(std::move(*key));
+        }
+        used_.clear();
+    }
+
     const DecryptCommandOptions &options_;
     TokenOptions token_;
     std::mutex mutex_;
     std::shared_ptr<Pkcs11Context> module_;
     std::deque<TokenKey> keys_; // a deque, so a growing list never moves the keys in use
+    std::vector<X509Ptr> used_; // certificates of the keys to open again after a loss
+    TokenRecovery recovery_;
 };
 
 // Decrypts one file. The layer report goes to standard error in text, or to standard output
@@ -652,7 +765,7 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
     (options.verify.json ? outcome.report : outcome.notices) = report.str();
 
     if (!result.valid) {
-        lookup.check_tokens();
+        lookup.check_tokens(result);
         if (const char *debug = std::getenv("P11SMIME_DEBUG"); debug && *debug &&
                                                                !result.detail.empty())
             outcome.notices += "p11smime: debug: " + result.detail + "\n";
@@ -676,11 +789,14 @@ int run_decrypt(const DecryptCommandOptions &options) {
         require_out_for_json(options.verify.json, options.verify.out);
         check_output_folder(options.verify.out);
     }
-    TokenKeyLookup lookup(options);
+    TokenKeyLookup lookup(options,
+                          is_batch(options.batch) ? batch_recovery(options.batch) : no_recovery());
     if (is_batch(options.batch))
         return run_files(options.batch, files, [&](const BatchFile &file) {
-            FileOutcome outcome =
-                decrypt_file(options, lookup, file.input, file.output, false);
+            FileOutcome outcome;
+            lookup.run([&] {
+                outcome = decrypt_file(options, lookup, file.input, file.output, false);
+            });
             if (!options.verify.json)
                 outcome.notices = batch_header(file.input) + outcome.notices;
             return outcome;

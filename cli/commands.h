@@ -23,7 +23,11 @@ struct BatchSettings {
     std::optional<std::string> out_dir;
     std::optional<unsigned> jobs; // worker threads; default: the number of cores
     std::optional<unsigned> max_size_mib; // input size limit in MiB, 0 for none
+    std::optional<unsigned> token_wait_seconds; // wait for a lost token; 0 fails at once
 };
+
+// How long a batch waits for a lost token to come back when --token-wait is not given.
+constexpr unsigned default_token_wait_seconds = 60;
 
 struct ListOptions {
     CommonOptions common;

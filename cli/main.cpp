@@ -101,6 +101,15 @@ void add_batch_options(CLI::App *command, BatchSettings &batch, const std::strin
                         "files, which are read in pieces (default: 64)");
 }
 
+// Adds --token-wait to the commands whose batches use a token key.
+void add_token_wait_option(CLI::App *command, BatchSettings &batch) {
+    command->add_option("--token-wait", batch.token_wait_seconds,
+                        "seconds a batch waits for a lost token to come back, reopening it and "
+                        "logging in again; 0 fails the remaining files at once (default: " +
+                            std::to_string(default_token_wait_seconds) + ")")
+        ->check(CLI::Range(0u, 86400u));
+}
+
 CLI::App *add_list(CLI::App &app, ListOptions &options) {
     CLI::App *list = app.add_subcommand("list", "List slots, tokens, certificates and keys with "
                                                 "their PKCS#11 URIs");
@@ -129,6 +138,7 @@ CLI::App *add_sign(CLI::App &app, SignCommandOptions &options) {
     add_token_options(sign, options.common);
     add_encryption_options(sign, options.encryption, "--encrypt-to");
     add_batch_options(sign, options.batch, "signed messages");
+    add_token_wait_option(sign, options.batch);
     return sign;
 }
 
@@ -160,6 +170,7 @@ CLI::App *add_decrypt(CLI::App &app, DecryptCommandOptions &options) {
     decrypt->add_option("--out", options.verify.out,
                         "decrypted message (default: standard output)");
     add_batch_options(decrypt, options.batch, "decrypted messages");
+    add_token_wait_option(decrypt, options.batch);
     return decrypt;
 }
 
@@ -264,7 +275,7 @@ std::string hint_for(const Error &error) {
         return error.hint();
     std::optional<unsigned long> rv = pkcs11_return_value(error);
     if (rv && is_token_lost(*rv))
-        return "the token was removed or stopped answering (" + ckr_name(*rv) +
+        return "the token was removed, reset or stopped answering (" + ckr_name(*rv) +
                "); check it and run the command again";
     return {};
 }

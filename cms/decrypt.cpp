@@ -218,6 +218,7 @@ std::string layer_type(CMS_ContentInfo *cms) {
 struct Decrypted {
     bool ok = false;
     std::string detail;
+    std::vector<unsigned long> error_codes;
 };
 
 // The placement of a decrypted entity: behind the routing headers of the message it came
@@ -339,7 +340,7 @@ Decrypted decrypt_content(CMS_ContentInfo *cms, const DecryptionKey &key,
         CMS_decrypt(cms, nullptr, nullptr, content.get(), out.get(), CMS_BINARY) != 1) {
         content.rethrow();
         out.rethrow();
-        result.detail = drain_openssl_errors();
+        result.detail = drain_openssl_errors(&result.error_codes);
         return result;
     }
     plaintext.finish();
@@ -439,12 +440,13 @@ bool Unwrapper::decrypt_layer(const TopLevel &top, const MessageSource &current,
     PlaintextRouter router(is_last, output, *plaintext);
     Decrypted decrypted = split.had_content
                               ? decrypt_content(cms, key, encrypted, router)
-                              : Decrypted{false, "the encrypted content is absent"};
+                              : Decrypted{false, "the encrypted content is absent", {}};
     result_.layers.push_back(layer);
     if (!decrypted.ok) {
         result_.failures.push_back("the message cannot be decrypted with the key of " +
                                    layer.recipient + ", or it was altered");
         result_.detail = decrypted.detail;
+        result_.error_codes = decrypted.error_codes;
         return false;
     }
 

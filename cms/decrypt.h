@@ -38,6 +38,7 @@ struct DecryptResult {
     std::vector<Layer> layers;
     std::vector<std::string> failures; // each failed check, in words
     std::string detail;                // low-level cause of a decryption failure, for a debug log
+    std::vector<unsigned long> error_codes; // OpenSSL's packed codes behind detail, oldest first
     std::string content;               // the innermost message, in the input's line endings
 };
 

@@ -1,5 +1,6 @@
 #include "token/recovery.h"
 
+#include <mutex>
 #include <thread>
 
 #include <openssl/err.h>
@@ -10,60 +11,113 @@
 namespace p11smime {
 
 bool is_token_lost(unsigned long rv) {
-    return rv == CKR_DEVICE_REMOVED || rv == CKR_DEVICE_ERROR || rv == CKR_TOKEN_NOT_PRESENT ||
-           rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
+    switch (rv) {
+    case CKR_DEVICE_REMOVED:
+    case CKR_DEVICE_ERROR:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_USER_NOT_LOGGED_IN:
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+        return true;
+    default:
+        return false;
+    }
 }
 
-std::optional<unsigned long> pkcs11_return_value(const Error &error) {
-    if (const auto *pkcs11 = dynamic_cast<const Pkcs11Error *>(&error))
-        return pkcs11->rv();
-    const auto *openssl = dynamic_cast<const OpensslError *>(&error);
-    if (!openssl)
-        return std::nullopt;
-
+std::optional<unsigned long> pkcs11_return_value(const std::vector<unsigned long> &error_codes) {
     // libp11 queues a CKR_ value as the reason of an error in a library whose number it
     // registers at run time, which happens once a key was opened.
     int library = ERR_get_CKR_code();
     std::optional<unsigned long> rv;
-    for (unsigned long code : openssl->error_codes())
+    for (unsigned long code : error_codes)
         if (ERR_GET_LIB(code) == library)
             rv = ERR_GET_REASON(code);
     return rv;
 }
 
-RecoveringTokenKey::RecoveringTokenKey(Pkcs11Uri key_uri,
-                                       std::optional<Pkcs11Uri> certificate_uri,
-                                       TokenOptions token, RecoveryOptions recovery)
-    : key_uri_(std::move(key_uri)), certificate_uri_(std::move(certificate_uri)),
-      token_(std::move(token)), recovery_(std::move(recovery)),
-      key_(std::make_unique<TokenKey>(open_token_key(key_uri_, certificate_uri_, token_))) {}
-
-std::optional<unsigned long> RecoveringTokenKey::lost_code(const Error &error) const {
-    std::optional<unsigned long> rv = pkcs11_return_value(error);
-    if (rv && is_token_lost(*rv))
-        return rv;
-    if (unsigned long probed = key_->probe(); is_token_lost(probed))
-        return probed;
+std::optional<unsigned long> pkcs11_return_value(const Error &error) {
+    if (const auto *pkcs11 = dynamic_cast<const Pkcs11Error *>(&error))
+        return pkcs11->rv();
+    if (const auto *openssl = dynamic_cast<const OpensslError *>(&error))
+        return pkcs11_return_value(openssl->error_codes());
     return std::nullopt;
 }
 
-void RecoveringTokenKey::run(const std::function<void(const TokenKey &key)> &operation) {
-    int attempts_left = recovery_.max_attempts;
+std::optional<std::string> token_lost_reason(const Error &error) {
+    if (dynamic_cast<const TokenLostError *>(&error))
+        return "it failed a test operation";
+    std::optional<unsigned long> rv = pkcs11_return_value(error);
+    if (rv && is_token_lost(*rv))
+        return ckr_name(*rv);
+    return std::nullopt;
+}
+
+TokenRecovery::TokenRecovery(std::string token_name, RecoveryOptions options,
+                             Handlers handlers)
+    : token_name_(std::move(token_name)), options_(std::move(options)),
+      handlers_(std::move(handlers)) {}
+
+void TokenRecovery::run(const std::function<void()> &operation) {
+    int attempts_left = options_.max_attempts;
+    int retries_left = options_.max_retries;
     while (true) {
-        try {
-            if (!key_)
-                reopen(attempts_left);
-            operation(*key_);
-            return;
-        } catch (const Error &error) {
-            std::optional<unsigned long> rv = key_ ? lost_code(error) : std::nullopt;
-            if (!rv)
-                throw;
-            if (recovery_.log)
-                recovery_.log("token of '" + key_uri_.to_string() + "' lost (" + ckr_name(*rv) +
-                              "): " + error.what());
-            key_.reset(); // frees the key, then the slots and the libp11 context
+        unsigned long generation = 0;
+        std::string reason;
+        std::string cause;
+        std::exception_ptr uncured;
+        {
+            std::shared_lock lock(mutex_);
+            if (failure_)
+                std::rethrow_exception(failure_);
+            generation = generation_;
+            try {
+                operation();
+                return;
+            } catch (const Error &error) {
+                std::optional<std::string> lost =
+                    options_.max_attempts > 0 ? handlers_.lost_reason(error) : std::nullopt;
+                if (!lost)
+                    throw;
+                if (retries_left-- == 0)
+                    uncured = std::current_exception();
+                reason = *lost;
+                cause = error.what();
+            }
         }
+        if (uncured)
+            give_up(uncured);
+        recover(generation, reason, cause, attempts_left);
+    }
+}
+
+void TokenRecovery::give_up(std::exception_ptr error) {
+    std::unique_lock lock(mutex_);
+    if (!failure_) {
+        log("token of '" + token_name_ + "' failed again after " +
+            std::to_string(options_.max_retries) + " reopens, so recovery stops");
+        failure_ = error;
+    }
+    std::rethrow_exception(error);
+}
+
+void TokenRecovery::recover(unsigned long generation, const std::string &reason,
+                            const std::string &cause, int &attempts_left) {
+    std::unique_lock lock(mutex_);
+    // Another thread saw the same loss and has already reopened the state, or given up.
+    if (generation != generation_ || failure_)
+        return;
+
+    log("token of '" + token_name_ + "' lost (" + reason + "): " + cause);
+    handlers_.close();
+    ++generation_;
+    try {
+        reopen(attempts_left);
+    } catch (...) {
+        failure_ = std::current_exception();
+        throw;
     }
 }
 
@@ -77,31 +131,78 @@ bool worth_retrying(const Error &error) {
     return rv && is_token_lost(*rv);
 }
 
+std::string seconds_text(std::chrono::milliseconds duration) {
+    auto tenths = duration.count() / 100;
+    return std::to_string(tenths / 10) + (tenths % 10 ? "." + std::to_string(tenths % 10) : "") +
+           " s";
+}
+
 } // namespace
 
-void RecoveringTokenKey::reopen(int &attempts_left) {
-    std::chrono::milliseconds delay = recovery_.first_delay;
+void TokenRecovery::reopen(int &attempts_left) {
+    std::chrono::milliseconds delay = options_.first_delay;
+    std::chrono::milliseconds waited{0};
+    int attempts = 0;
     while (true) {
-        if (attempts_left-- <= 0)
-            throw Error("the token of '" + key_uri_.to_string() + "' did not come back after " +
-                            std::to_string(recovery_.max_attempts) + " reopen attempts",
-                        "check the token or HSM, then restart the process");
+        if (attempts_left <= 0 || (options_.max_wait && waited + delay > *options_.max_wait))
+            throw Error("the token of '" + token_name_ + "' was not found again after " +
+                            std::to_string(attempts) + " reopen attempts in " +
+                            seconds_text(waited),
+                        "check the token or HSM, then run the command again");
+        --attempts_left;
+        ++attempts;
         std::this_thread::sleep_for(delay);
-        delay = std::min(delay * 2, recovery_.max_delay);
+        waited += delay;
+        delay = std::min(delay * 2, options_.max_delay);
         try {
-            key_ = std::make_unique<TokenKey>(open_token_key(key_uri_, certificate_uri_, token_));
+            handlers_.open();
             ++recoveries_;
-            if (recovery_.log)
-                recovery_.log("token of '" + key_uri_.to_string() + "' reopened");
+            log("token of '" + token_name_ + "' reopened");
             return;
         } catch (const Error &error) {
             if (!worth_retrying(error))
                 throw;
-            if (recovery_.log)
-                recovery_.log("reopening the token of '" + key_uri_.to_string() +
-                              "' failed: " + error.what());
+            log("reopening the token of '" + token_name_ + "' failed: " + error.what());
         }
     }
+}
+
+void TokenRecovery::log(const std::string &line) const {
+    if (options_.log)
+        options_.log(line);
+}
+
+RecoveringTokenKey::RecoveringTokenKey(Pkcs11Uri key_uri,
+                                       std::optional<Pkcs11Uri> certificate_uri,
+                                       TokenOptions token, RecoveryOptions recovery,
+                                       bool certificate_on_token)
+    : key_uri_(std::move(key_uri)), certificate_uri_(std::move(certificate_uri)),
+      token_(std::move(token)), certificate_on_token_(certificate_on_token),
+      key_(std::make_unique<TokenKey>(
+          open_token_key(key_uri_, certificate_uri_, token_, certificate_on_token_))),
+      recovery_(key_uri_.to_string(), std::move(recovery),
+                {[this](const Error &error) { return lost_reason(error); },
+                 [this] { key_.reset(); }, // frees the key, the slots and the libp11 context
+                 [this] {
+                     key_ = std::make_unique<TokenKey>(open_token_key(
+                         key_uri_, certificate_uri_, token_, certificate_on_token_));
+                 }}) {
+    if (X509 *certificate = key_->certificate()) {
+        X509_up_ref(certificate);
+        certificate_.reset(certificate);
+    }
+}
+
+std::optional<std::string> RecoveringTokenKey::lost_reason(const Error &error) const {
+    if (std::optional<std::string> reason = token_lost_reason(error))
+        return reason;
+    if (unsigned long probed = key_->probe(); is_token_lost(probed))
+        return ckr_name(probed);
+    return std::nullopt;
+}
+
+void RecoveringTokenKey::run(const std::function<void(const TokenKey &key)> &operation) {
+    recovery_.run([&] { operation(*key_); });
 }
 
 } // namespace p11smime

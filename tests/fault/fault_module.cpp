@@ -27,6 +27,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -197,8 +198,18 @@ void log_call(const char *function, CK_RV rv, bool injected) {
     close(fd);
 }
 
-// Closes every session of the real module, as removing the token does.
+// Held shared by every call forwarded to the real module, and exclusively while its sessions
+// are closed: SoftHSM frees a session's key objects under a thread that is still signing with
+// them, and crashes, where a removed token fails the call in progress instead.
+std::shared_mutex &forwarding_lock() {
+    static std::shared_mutex lock;
+    return lock;
+}
+
+// Closes every session of the real module, as removing the token does, once the calls in
+// flight have returned.
 void close_all_sessions() {
+    std::unique_lock lock(forwarding_lock());
     CK_FUNCTION_LIST *real = state().real;
     CK_ULONG count = 0;
     if (real->C_GetSlotList(CK_TRUE, nullptr, &count) != CKR_OK || count == 0)
@@ -225,7 +236,11 @@ struct Forwarder<Member> {
             log_call(name, decision.rv, true);
             return decision.rv;
         }
-        CK_RV rv = (state().real->*Member)(args...);
+        CK_RV rv;
+        {
+            std::shared_lock lock(forwarding_lock());
+            rv = (state().real->*Member)(args...);
+        }
         log_call(name, rv, false);
         return rv;
     }
@@ -239,7 +254,11 @@ CK_RV get_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO *info) {
         log_call("C_GetTokenInfo", decision.rv, true);
         return decision.rv;
     }
-    CK_RV rv = state().real->C_GetTokenInfo(slot, info);
+    CK_RV rv;
+    {
+        std::shared_lock lock(forwarding_lock());
+        rv = state().real->C_GetTokenInfo(slot, info);
+    }
     if (rv == CKR_OK && info)
         info->flags |= decision.flags;
     log_call("C_GetTokenInfo", rv, false);

@@ -101,7 +101,7 @@ int run(const Arguments &arguments) {
         std::string digest = digest_of("message " + std::to_string(i));
         std::string signature;
         key.run([&](const TokenKey &open) { signature = sign_digest(open.key(), digest); });
-        if (verifies(key.key().certificate(), digest, signature))
+        if (verifies(key.certificate(), digest, signature))
             ++verified;
     }
     std::cerr << verified << " of " << arguments.signatures << " signatures verified, "

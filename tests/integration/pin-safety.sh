@@ -140,8 +140,9 @@ done
 step "no output of any command shows the PIN"
 expect_exit 0 "$P11SMIME" list --module "$P11FAULT_SO" --login --pin-file "$TEST_TMP/pin.txt"
 expect_no_pin_in "$LAST_STDOUT" "$LAST_STDERR"
+# A token that fails C_Decrypt also fails the test decryption after it, so this exits 2.
 set_faults "C_Decrypt CKR_DEVICE_ERROR"
-P11SMIME_DEBUG=1 expect_exit 1 "$P11SMIME" decrypt --module "$P11FAULT_SO" \
+P11SMIME_DEBUG=1 expect_exit 2 "$P11SMIME" decrypt --module "$P11FAULT_SO" \
     --pin-file "$TEST_TMP/pin.txt" --no-verify --in "$TEST_TMP/encrypted.eml" \
     --out "$TEST_TMP/decrypted.eml"
 expect_no_pin_in "$LAST_STDOUT" "$LAST_STDERR" "$P11FAULT_LOG"

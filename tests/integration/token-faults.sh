@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Token faults: the fault module (tests/fault/fault_module.cpp) forwards to SoftHSM and fails
 # chosen calls. A one-shot command exits 2 with an error naming the fault and leaves no output
-# file. A RecoveringTokenKey, signing in a loop, reopens the token and carries on.
+# file; an altered message on a healthy token still gets the uniform decryption failure. A
+# RecoveringTokenKey, signing in a loop, reopens the token and carries on.
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -86,6 +87,40 @@ for code in "${lost_codes[@]}"; do
     [[ $(count_calls C_Decrypt) == 1 ]] || fail "decrypt called C_Decrypt more than once"
 done
 
+step "decrypt: device error, sessions alive"
+# OpenSSL clears the token's error on purpose, so the failure looks like a bad message until
+# a test decryption shows that the token no longer decrypts.
+set_faults "C_Decrypt CKR_DEVICE_ERROR"
+expect_exit 2 "$P11SMIME" decrypt --module "$P11FAULT_SO" --pin-file "$PIN_FILE" \
+    --no-verify --in "$TEST_TMP/encrypted.eml" --out "$TEST_TMP/decrypted.eml"
+expect_p11smime_error "failed a test decryption after a message failed to decrypt"
+[[ ! -e $TEST_TMP/decrypted.eml ]] || fail "a failed decrypt wrote its --out file"
+
+step "decrypt: altered message, healthy token"
+set_faults "# no faults"
+# AES-GCM, so that any altered byte fails the tag check, where a CBC padding might pass.
+expect_exit 0 "$P11SMIME" encrypt --recipient "$HSM_DIR/certs/rsa2048.pem" \
+    --cipher aes-256-gcm --in "$TEST_TMP/message.eml" --out "$TEST_TMP/encrypted-gcm.eml"
+python3 - "$TEST_TMP/encrypted-gcm.eml" "$TEST_TMP/altered.eml" <<'PY'
+import base64
+import email
+import sys
+
+message = email.message_from_binary_file(open(sys.argv[1], "rb"))
+der = bytearray(message.get_payload(decode=True))
+# The authentication tag is the last OCTET STRING of 16 bytes, before the end-of-contents
+# octets of the indefinite-length encoding.
+tag = der.rfind(b"\x04\x10") + 2
+assert len(der) - tag >= 16, "no authentication tag found"
+der[tag] ^= 0x01
+message.set_payload(base64.encodebytes(bytes(der)).decode())
+open(sys.argv[2], "wb").write(message.as_bytes())
+PY
+expect_exit 1 "$P11SMIME" decrypt --module "$P11FAULT_SO" --pin-file "$PIN_FILE" \
+    --no-verify --in "$TEST_TMP/altered.eml" --out "$TEST_TMP/decrypted.eml"
+expect_stderr_contains "cannot be decrypted"
+[[ ! -e $TEST_TMP/decrypted.eml ]] || fail "a failed decrypt wrote its --out file"
+
 # Run the recovery test program: SIGNATURES signatures, the rules set before number FAULT_AT.
 # recover EXPECTED_STATUS SIGNATURES FAULT_AT RULE...
 recover() {
@@ -123,7 +158,7 @@ expect_stderr_contains "60 of 60 signatures verified, 2 recoveries"
 step "recovery: a token that never comes back ends in an error"
 recover 1 20 5 "C_Sign CKR_DEVICE_REMOVED count 1 close-sessions" \
     "C_Login CKR_TOKEN_NOT_PRESENT"
-expect_stderr_contains "did not come back after 5 reopen attempts"
+expect_stderr_contains "was not found again after 5 reopen attempts"
 
 step "recovery: a PIN rejected at reopen is not retried"
 recover 1 20 5 "C_Sign CKR_DEVICE_REMOVED count 1 close-sessions" wrong-pin

@@ -26,6 +26,8 @@ struct Finding {
 
 // The findings of one check, printed under its title.
 struct Check {
+    explicit Check(std::string check_title) : title(std::move(check_title)) {}
+
     std::string title;
     std::vector<Finding> findings;
 

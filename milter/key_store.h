@@ -80,10 +80,11 @@ struct KeyStoreSettings {
 // waits retry_initial seconds, then twice as long after each further failure, up to
 // retry_max. A rejected PIN is never retried: the store stays closed until reconfigure().
 //
-// NOTE: each distinct key URI gets its own libp11 context (token/'s open_token_key opens one
-// per key), so all keys are freed and opened together: unloading one context finalises the
-// module for the others. This recovery logic belongs in a shared reconnecting-key API in
-// token/, with one context and one session pool for all keys.
+// The store does not use token/'s TokenRecovery, because that makes workers wait for the
+// reopen, where a milter must answer 451 at once and let the MTA retry.
+// NOTE: each distinct key URI gets its own libp11 context (open_token_key opens one per key),
+// so all keys are freed and opened together, because unloading one context finalises the
+// module for the others. One context with one session pool for all keys would need less.
 class KeyStore {
   public:
     explicit KeyStore(Logger &logger);

@@ -30,6 +30,8 @@
 #include <shared_mutex>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <p11-kit/pkcs11.h>
@@ -57,6 +59,10 @@ constexpr Name return_values[] = {
     FAULT_NAME(CKR_TOKEN_NOT_PRESENT),
     FAULT_NAME(CKR_USER_NOT_LOGGED_IN),
     FAULT_NAME(CKR_CRYPTOKI_NOT_INITIALIZED),
+    FAULT_NAME(CKR_OBJECT_HANDLE_INVALID),
+    FAULT_NAME(CKR_KEY_HANDLE_INVALID),
+    FAULT_NAME(CKR_OPERATION_ACTIVE),
+    FAULT_NAME(CKR_ENCRYPTED_DATA_INVALID),
 };
 
 constexpr Name token_flags[] = {
@@ -221,6 +227,24 @@ void close_all_sessions() {
         real->C_CloseAllSessions(slots[i]);
 }
 
+// Ends the operation that a refused C_Sign or C_Decrypt leaves active in the real module, by
+// running it into a scratch buffer. PKCS#11 ends an operation on any error but
+// CKR_BUFFER_TOO_SMALL, so a real token would, and later calls in the session would otherwise
+// fail with CKR_OPERATION_ACTIVE.
+template <auto Member, typename... Args> void end_real_operation(Args... args) {
+    // C_Sign and C_Decrypt share one signature, which the other functions mostly do not.
+    if constexpr (std::is_same_v<decltype(Member), decltype(&CK_FUNCTION_LIST::C_Sign)>) {
+        if (Member != &CK_FUNCTION_LIST::C_Sign && Member != &CK_FUNCTION_LIST::C_Decrypt)
+            return;
+        auto arguments = std::make_tuple(args...);
+        std::vector<CK_BYTE> scratch(16384);
+        CK_ULONG size = scratch.size();
+        std::shared_lock lock(forwarding_lock());
+        (state().real->*Member)(std::get<0>(arguments), std::get<1>(arguments),
+                                std::get<2>(arguments), scratch.data(), &size);
+    }
+}
+
 template <auto Member> struct Forwarder;
 
 // One forwarding function per member of CK_FUNCTION_LIST, with that member's signature.
@@ -233,6 +257,8 @@ struct Forwarder<Member> {
         if (decision.rv != CKR_OK) {
             if (decision.close_sessions)
                 close_all_sessions();
+            else
+                end_real_operation<Member>(args...);
             log_call(name, decision.rv, true);
             return decision.rv;
         }

@@ -736,6 +736,15 @@ class TokenKeyLookup {
     TokenRecovery recovery_;
 };
 
+// Decrypts the message of input into output, which is not committed.
+DecryptResult decrypt_into(const DecryptCommandOptions &options, TokenKeyLookup &lookup,
+                           InputMessage &input, OutputFile &output) {
+    VerifyOptions verify = verify_options(options.verify);
+    verify.temp_folder = output.folder();
+    return decrypt_stream(input.source(), std::ref(lookup), verify, !options.no_verify,
+                          output.bio());
+}
+
 // Decrypts one file. The layer report goes to standard error in text, or to standard output
 // as JSON; a failure writes no output.
 FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &lookup,
@@ -746,11 +755,16 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
     std::optional<ProgressBar> progress;
     if (show_progress)
         progress.emplace(input.source());
-    OutputFile output(out);
-    VerifyOptions verify = verify_options(options.verify);
-    verify.temp_folder = output.folder();
-    DecryptResult result = decrypt_stream(input.source(), std::ref(lookup), verify,
-                                          !options.no_verify, output.bio());
+    auto output = std::make_unique<OutputFile>(out);
+    DecryptResult result = decrypt_into(options, lookup, input, *output);
+    if (result.decryption_failed) {
+        // OpenSSL hides the token's error, so a token that failed once must not make the
+        // message look altered: check the token, then decrypt once more into a new output.
+        lookup.check_tokens(result);
+        output.reset();
+        output = std::make_unique<OutputFile>(out);
+        result = decrypt_into(options, lookup, input, *output);
+    }
     progress.reset();
 
     FileOutcome outcome;
@@ -773,7 +787,7 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
         outcome.notices += "p11smime: error: " + prefix + result.failures.front() + "\n";
         return outcome;
     }
-    output.commit();
+    output->commit();
     return outcome;
 }
 

@@ -445,6 +445,7 @@ bool Unwrapper::decrypt_layer(const TopLevel &top, const MessageSource &current,
     if (!decrypted.ok) {
         result_.failures.push_back("the message cannot be decrypted with the key of " +
                                    layer.recipient + ", or it was altered");
+        result_.decryption_failed = true;
         result_.detail = decrypted.detail;
         result_.error_codes = decrypted.error_codes;
         return false;

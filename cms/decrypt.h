@@ -37,6 +37,7 @@ struct DecryptResult {
     bool valid = false;                // every layer decrypted and every signature verified
     std::vector<Layer> layers;
     std::vector<std::string> failures; // each failed check, in words
+    bool decryption_failed = false;    // a layer could not be decrypted, as opposed to verified
     std::string detail;                // low-level cause of a decryption failure, for a debug log
     std::vector<unsigned long> error_codes; // OpenSSL's packed codes behind detail, oldest first
     std::string content;               // the innermost message, in the input's line endings

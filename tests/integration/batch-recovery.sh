@@ -162,12 +162,24 @@ decrypt_batch() {
         fail "the outputs in $dir differ from those of a batch without faults"
 }
 
-step "decrypt: device error, sessions alive"
-decrypt_batch "$TEST_TMP/decrypted-device" 1 "C_Decrypt CKR_DEVICE_ERROR skip 6 count 1"
-# OpenSSL clears the token's error on purpose, and the session still answers, so a test
-# decryption is what finds the token broken: its session still has the failed operation.
+step "decrypt: one failed C_Decrypt, retried"
+decrypt_batch "$TEST_TMP/decrypted-once" 1 "C_Decrypt CKR_DEVICE_ERROR skip 6 count 1"
+# OpenSSL hides the token's error, so the token is checked with a test decryption, which
+# passes, and the message is decrypted once more without a reopen.
+expect_calls C_Initialize 1
+expect_calls C_Decrypt $((MESSAGE_COUNT + 2))
+
+step "decrypt: token keeps failing C_Decrypt"
+set_faults "C_Decrypt CKR_DEVICE_ERROR skip 6"
+mkdir -p "$TEST_TMP/decrypted-failing"
+expect_exit 2 "$P11SMIME" decrypt --module "$P11FAULT_SO" --pin-file "$PIN_FILE" --jobs 1 \
+    --out-dir "$TEST_TMP/decrypted-failing" "${ENCRYPTED[@]}"
 expect_stderr_contains "lost (it failed a test operation)"
-expect_calls C_Initialize 2
+expect_stderr_contains "failed again after 2 reopens, so recovery stops"
+decrypted=$(find "$TEST_TMP/decrypted-failing" -name '*.eml' | wc -l)
+[[ $decrypted == 6 ]] || fail "expected the 6 files before the fault to be decrypted, found $decrypted"
+expect_calls C_Initialize 3
+expect_no_temporary_files "$TEST_TMP/decrypted-failing"
 
 step "decrypt: token pulled, three workers"
 decrypt_batch "$TEST_TMP/decrypted-pulled" 3 \

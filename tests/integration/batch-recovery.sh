@@ -177,7 +177,8 @@ expect_exit 2 "$P11SMIME" decrypt --module "$P11FAULT_SO" --pin-file "$PIN_FILE"
 expect_stderr_contains "lost (it failed a test operation)"
 expect_stderr_contains "failed again after 2 reopens, so recovery stops"
 decrypted=$(find "$TEST_TMP/decrypted-failing" -name '*.eml' | wc -l)
-[[ $decrypted == 6 ]] || fail "expected the 6 files before the fault to be decrypted, found $decrypted"
+[[ $decrypted == 6 ]] ||
+    fail "expected the 6 files before the fault to be decrypted, found $decrypted"
 expect_calls C_Initialize 3
 expect_no_temporary_files "$TEST_TMP/decrypted-failing"
 

@@ -641,7 +641,10 @@ class TokenKeyLookup {
 
   private:
     std::string recovery_name() const {
-        return options_.key ? without_pin_value(*options_.key) : choose_module(nullptr, token_);
+        if (options_.key)
+            return "the token of key '" + without_pin_value(*options_.key) + "'";
+        return "the token of the decryption keys in module '" + choose_module(nullptr, token_) +
+               "'";
     }
 
     DecryptionKey open_named_key(const std::function<bool(X509 *)> &is_recipient,

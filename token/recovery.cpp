@@ -96,8 +96,8 @@ void TokenRecovery::run(const std::function<void()> &operation) {
 void TokenRecovery::give_up(std::exception_ptr error) {
     std::unique_lock lock(mutex_);
     if (!failure_) {
-        log("token of '" + token_name_ + "' failed again after " +
-            std::to_string(options_.max_retries) + " reopens, so recovery stops");
+        log(token_name_ + " failed again after " + std::to_string(options_.max_retries) +
+            " reopens, so recovery stops");
         failure_ = error;
     }
     std::rethrow_exception(error);
@@ -110,7 +110,7 @@ void TokenRecovery::recover(unsigned long generation, const std::string &reason,
     if (generation != generation_ || failure_)
         return;
 
-    log("token of '" + token_name_ + "' lost (" + reason + "): " + cause);
+    log(token_name_ + " lost (" + reason + "): " + cause);
     handlers_.close();
     ++generation_;
     try {
@@ -131,8 +131,8 @@ bool worth_retrying(const Error &error) {
     return rv && is_token_lost(*rv);
 }
 
-std::string seconds_text(std::chrono::milliseconds duration) {
-    auto tenths = duration.count() / 100;
+std::string seconds_text(std::chrono::steady_clock::duration duration) {
+    auto tenths = std::chrono::duration_cast<std::chrono::milliseconds>(duration).count() / 100;
     return std::to_string(tenths / 10) + (tenths % 10 ? "." + std::to_string(tenths % 10) : "") +
            " s";
 }
@@ -140,29 +140,39 @@ std::string seconds_text(std::chrono::milliseconds duration) {
 } // namespace
 
 void TokenRecovery::reopen(int &attempts_left) {
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point start = Clock::now();
+    std::optional<Clock::time_point> deadline;
+    if (options_.max_wait)
+        deadline = start + *options_.max_wait;
+
     std::chrono::milliseconds delay = options_.first_delay;
-    std::chrono::milliseconds waited{0};
     int attempts = 0;
     while (true) {
-        if (attempts_left <= 0 || (options_.max_wait && waited + delay > *options_.max_wait))
-            throw Error("the token of '" + token_name_ + "' was not found again after " +
-                            std::to_string(attempts) + " reopen attempts in " +
-                            seconds_text(waited),
+        Clock::time_point now = Clock::now();
+        if (attempts_left <= 0 || (deadline && now >= *deadline))
+            throw Error(token_name_ + " was not found again after " + std::to_string(attempts) +
+                            " reopen attempts in " + seconds_text(now - start),
                         "check the token or HSM, then run the command again");
+
+        // The last wait is cut short, so that one attempt falls on the deadline.
+        Clock::duration wait = delay;
+        if (deadline)
+            wait = std::min(wait, *deadline - now);
+        std::this_thread::sleep_for(wait);
+        delay = std::min(delay * 2, options_.max_delay);
         --attempts_left;
         ++attempts;
-        std::this_thread::sleep_for(delay);
-        waited += delay;
-        delay = std::min(delay * 2, options_.max_delay);
+
         try {
             handlers_.open();
             ++recoveries_;
-            log("token of '" + token_name_ + "' reopened");
+            log(token_name_ + " reopened");
             return;
         } catch (const Error &error) {
             if (!worth_retrying(error))
                 throw;
-            log("reopening the token of '" + token_name_ + "' failed: " + error.what());
+            log("reopening " + token_name_ + " failed: " + error.what());
         }
     }
 }
@@ -180,7 +190,7 @@ RecoveringTokenKey::RecoveringTokenKey(Pkcs11Uri key_uri,
       token_(std::move(token)), certificate_on_token_(certificate_on_token),
       key_(std::make_unique<TokenKey>(
           open_token_key(key_uri_, certificate_uri_, token_, certificate_on_token_))),
-      recovery_(key_uri_.to_string(), std::move(recovery),
+      recovery_("the token of key '" + key_uri_.to_string() + "'", std::move(recovery),
                 {[this](const Error &error) { return lost_reason(error); },
                  [this] { key_.reset(); }, // frees the key, the slots and the libp11 context
                  [this] {

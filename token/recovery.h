@@ -60,7 +60,8 @@ struct RecoveryOptions {
     // because reopening does not cure that fault.
     int max_retries = 2;
 
-    // Longest total wait for the token to come back in one recovery. Unset means no limit.
+    // Longest time for the token to come back in one recovery, reopen attempts included. The
+    // last attempt falls on the limit. Unset means no limit.
     std::optional<std::chrono::milliseconds> max_wait;
 
     // Receives one line per lost token, failed reopen attempt and recovery, for the process
@@ -94,7 +95,8 @@ class TokenRecovery {
         std::function<void()> open;
     };
 
-    // token_name names the token in log lines and errors, e.g. the key's URI.
+    // token_name describes the token at the start of log lines and errors, such as "the
+    // token of key 'pkcs11:...'".
     TokenRecovery(std::string token_name, RecoveryOptions options, Handlers handlers);
 
     // Runs operation. When it throws Error and the token is lost, closes and reopens the

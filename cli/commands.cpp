@@ -268,7 +268,7 @@ std::vector<std::string> signer_warnings(X509 *certificate, const std::string &f
 RecoveryOptions batch_recovery(const BatchSettings &batch) {
     RecoveryOptions recovery;
     unsigned wait_seconds = batch.token_wait_seconds.value_or(default_token_wait_seconds);
-    recovery.max_attempts = wait_seconds == 0 ? 0 : 1000;
+    recovery.max_attempts = wait_seconds == 0 ? 0 : 1000; // the wait bounds the attempts
     recovery.first_delay = std::chrono::milliseconds(250);
     recovery.max_delay = std::chrono::seconds(5);
     recovery.max_wait = std::chrono::seconds(wait_seconds);

@@ -1,10 +1,12 @@
 #include "cli/io.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <cerrno>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <mutex>
 #include <sstream>
 #include <vector>
 
@@ -38,6 +41,90 @@ std::string read_bounded(std::istream &stream, const std::string &name) {
         throw Error("cannot read " + name);
     check_message_size(data.size(), name);
     return data;
+}
+
+// The named temporary output files in progress, which a handler of SIGINT, SIGTERM and SIGHUP
+// removes before the process ends. The handler may only make async-signal-safe calls, so the
+// paths sit in fixed slots guarded by lock-free atomics instead of a container and a mutex.
+enum PendingState : int {
+    pending_free,     // no path
+    pending_writing,  // the owner is copying a path in
+    pending_ready,    // a path the handler removes
+    pending_removing, // taken by the handler, and never reused, because the process ends
+};
+
+struct PendingOutput {
+    std::atomic<int> state{pending_free};
+    char path[PATH_MAX];
+};
+
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs lock-free atomics");
+
+constexpr size_t pending_output_slots = 64;
+PendingOutput pending_outputs[pending_output_slots];
+
+constexpr int removal_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+// Removes every pending output, then ends the process by the same signal, so that its exit
+// status stays 128 + signal_number. SA_RESETHAND has restored the default action, and the
+// raised signal is delivered once the handler returns and unblocks it.
+void remove_pending_outputs(int signal_number) {
+    for (PendingOutput &slot : pending_outputs) {
+        int expected = pending_ready;
+        if (slot.state.compare_exchange_strong(expected, pending_removing))
+            unlink(slot.path);
+    }
+    raise(signal_number);
+}
+
+// Installs the handler for each removal signal whose action is still the default. An ignored
+// signal, as under nohup, or another handler stays as it is.
+void install_removal_handlers() {
+    struct sigaction action {};
+    action.sa_handler = remove_pending_outputs;
+    action.sa_flags = SA_RESETHAND;
+    sigemptyset(&action.sa_mask);
+    for (int number : removal_signals)
+        sigaddset(&action.sa_mask, number);
+
+    for (int number : removal_signals) {
+        struct sigaction current {};
+        if (sigaction(number, nullptr, &current) != 0)
+            continue;
+        if ((current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_DFL)
+            sigaction(number, &action, nullptr);
+    }
+}
+
+// Records the temporary file path for removal on a signal. Returns its slot, or -1 when the
+// path is too long or all slots are taken.
+// NOTE: an interrupt leaves behind a file without a slot, or one whose signal came between
+// mkstemp and the end of this call, as a SIGKILL leaves any temporary file.
+int register_pending_output(const char *path) {
+    static std::once_flag handlers_installed;
+    std::call_once(handlers_installed, install_removal_handlers);
+
+    size_t length = std::strlen(path);
+    if (length >= PATH_MAX)
+        return -1;
+    for (size_t i = 0; i < pending_output_slots; ++i) {
+        int expected = pending_free;
+        if (!pending_outputs[i].state.compare_exchange_strong(expected, pending_writing))
+            continue;
+        std::memcpy(pending_outputs[i].path, path, length + 1);
+        pending_outputs[i].state.store(pending_ready);
+        return static_cast<int>(i);
+    }
+    return -1;
+}
+
+// Frees the slot once its file is renamed or removed. A slot that a signal handler has
+// taken stays taken, because the handler may still read its path.
+void release_pending_output(int slot) {
+    if (slot < 0)
+        return;
+    int expected = pending_ready;
+    pending_outputs[slot].state.compare_exchange_strong(expected, pending_free);
 }
 
 } // namespace
@@ -84,6 +171,7 @@ void write_atomically(const std::string &path, const std::string &data, mode_t m
     if (fd < 0)
         throw Error("cannot create a file next to '" + path + "': " + std::strerror(errno),
                     "check that the output folder exists and is writable");
+    int slot = register_pending_output(name.data());
     try {
         write_all(fd, data, path);
         if (fchmod(fd, mode) != 0 || close(fd) != 0)
@@ -96,8 +184,10 @@ void write_atomically(const std::string &path, const std::string &data, mode_t m
         if (fd >= 0)
             close(fd);
         unlink(name.data());
+        release_pending_output(slot);
         throw;
     }
+    release_pending_output(slot);
 }
 
 // Opens an existing file that is not a regular file, such as a FIFO or a device, where a
@@ -319,7 +409,16 @@ OutputFile::OutputFile(const std::optional<std::string> &path) {
         throw Error("cannot create a file next to '" + *path + "': " + std::strerror(errno),
                     "check that the output folder exists and is writable");
     temporary_ = name.data();
-    bio_ = buffered_fd_bio(fd_);
+    pending_slot_ = register_pending_output(temporary_.c_str());
+    try {
+        bio_ = buffered_fd_bio(fd_);
+    } catch (...) {
+        // The destructor does not run for a constructor that throws.
+        close(fd_);
+        unlink(temporary_.c_str());
+        release_pending_output(pending_slot_);
+        throw;
+    }
 }
 
 OutputFile::~OutputFile() {
@@ -329,6 +428,7 @@ OutputFile::~OutputFile() {
     if (fd_ >= 0)
         close(fd_);
     unlink(temporary_.c_str());
+    release_pending_output(pending_slot_);
 }
 
 void OutputFile::commit() {
@@ -363,6 +463,7 @@ void OutputFile::commit() {
         throw Error("cannot write '" + name + "': " + std::strerror(errno));
     if (rename(temporary_.c_str(), path_->c_str()) != 0)
         throw Error("cannot rename the output into '" + name + "': " + std::strerror(errno));
+    release_pending_output(pending_slot_);
     committed_ = true;
 }
 

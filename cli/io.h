@@ -44,7 +44,8 @@ class InputMessage {
 
 // An output written as it is produced and published by commit(): a temporary file next to
 // path that is renamed onto it, or, for standard output (path empty or "-"), an unnamed
-// temporary file that is copied to standard output. Without commit(), nothing appears.
+// temporary file that is copied to standard output. Without commit(), nothing appears, also
+// when SIGINT, SIGTERM or SIGHUP ends the process, because a handler removes the temporary file.
 class OutputFile {
   public:
     // Creates the temporary file. Throws Error naming path when it cannot.
@@ -67,6 +68,7 @@ class OutputFile {
     std::optional<std::string> special_; // a FIFO or device, written through on commit
     mode_t mode_ = 0600;
     std::string temporary_;           // the named temporary file, for a path
+    int pending_slot_ = -1;           // of temporary_, removed by SIGINT, SIGTERM or SIGHUP
     std::string folder_;
     std::unique_ptr<TempFile> spool_; // for standard output
     int fd_ = -1;

@@ -8,10 +8,12 @@
 //   P11FAULT_LOG      file that gets one line per call: "C_Sign CKR_OK" (optional)
 //
 // Control file, one rule a line; '#' starts a comment:
-//   FUNCTION CKR_NAME [skip N] [count M] [close-sessions]
+//   FUNCTION CKR_NAME [skip N] [count M] [close-sessions] [delay MS]
 //       Of the calls to FUNCTION, the first N pass, the next M (default: all) return
 //       CKR_NAME without reaching the real module. close-sessions also closes every session
 //       of the real module first, as a removed token does, so the caller's handles die.
+//       delay makes each of those M calls sleep MS milliseconds first, as a slow token
+//       does. With CKR_OK the call is not failed: it sleeps, then goes to the real module.
 //   C_GetTokenInfo flags CKF_NAME...
 //       Sets these flags in every CK_TOKEN_INFO returned, e.g. CKF_USER_PIN_FINAL_TRY.
 // Call counts of each rule live in this process and survive unloading, because the module is
@@ -20,6 +22,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +34,7 @@
 #include <shared_mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -97,6 +102,7 @@ struct Rule {
     unsigned long skip = 0;
     std::optional<unsigned long> count;
     bool close_sessions = false;
+    unsigned long delay_ms = 0;
     CK_FLAGS flags = 0;
 };
 
@@ -132,6 +138,8 @@ std::optional<Rule> parse_rule(const std::string &line) {
             rule.count = count;
             continue;
         }
+        if (word == "delay" && words >> rule.delay_ms)
+            continue;
         if (word != "close-sessions")
             return std::nullopt;
         rule.close_sessions = true;
@@ -165,10 +173,13 @@ std::vector<Rule> read_rules(const std::string &path) {
 struct Decision {
     CK_RV rv = CKR_OK;
     bool close_sessions = false;
+    unsigned long delay_ms = 0;
     CK_FLAGS flags = 0;
 };
 
-// Counts this call against each rule for function and returns what to do with it.
+// Counts this call against each rule for function and returns what to do with it. A CKR_OK
+// rule fails nothing, so the rules after it are counted too, and the longest delay of the
+// matching rules applies.
 Decision decide(const char *function) {
     State &s = state();
     Decision decision;
@@ -186,9 +197,17 @@ Decision decide(const char *function) {
         if (failing) {
             decision.rv = rule.rv;
             decision.close_sessions = rule.close_sessions;
+            decision.delay_ms = std::max(decision.delay_ms, rule.delay_ms);
         }
     }
     return decision;
+}
+
+// Sleeps for the delay of a decision, outside the state lock so that other threads' calls go
+// on meanwhile.
+void wait_for(const Decision &decision) {
+    if (decision.delay_ms > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(decision.delay_ms));
 }
 
 void log_call(const char *function, CK_RV rv, bool injected) {
@@ -254,6 +273,7 @@ struct Forwarder<Member> {
 
     static CK_RV call(Args... args) {
         Decision decision = decide(name);
+        wait_for(decision);
         if (decision.rv != CKR_OK) {
             if (decision.close_sessions)
                 close_all_sessions();
@@ -274,6 +294,7 @@ struct Forwarder<Member> {
 
 CK_RV get_token_info(CK_SLOT_ID slot, CK_TOKEN_INFO *info) {
     Decision decision = decide("C_GetTokenInfo");
+    wait_for(decision);
     if (decision.rv != CKR_OK) {
         if (decision.close_sessions)
             close_all_sessions();

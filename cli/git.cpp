@@ -3,7 +3,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -147,12 +146,6 @@ int gcrypt_digest_algorithm(const std::string &digest) {
     if (digest == "sha224")
         return 11;
     return 0;
-}
-
-std::string lowercase(std::string text) {
-    for (auto &c : text)
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return text;
 }
 
 bool valid_now(X509 *certificate) {

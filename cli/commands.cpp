@@ -639,6 +639,24 @@ class TokenKeyLookup {
         test_keys();
     }
 
+    // Throws Error when the failed layer of result uses RSAES-OAEP and the token of its key
+    // does not offer CKM_RSA_X_509, so that the error names the mechanism, not the message.
+    void check_oaep_support(const DecryptResult &result) {
+        if (result.layers.empty() || !result.layers.back().rsa_oaep)
+            return;
+
+        const std::string &recipient = result.layers.back().recipient;
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto &key : keys_)
+            if (subject_oneline(key.certificate()) == recipient &&
+                !key.offers_raw_rsa_decryption())
+                throw Error("the token of the key of " + recipient + " does not offer "
+                                "CKM_RSA_X_509, which libp11 0.4.12 needs to decrypt this "
+                                "RSAES-OAEP message",
+                            "decrypt it on a token that offers CKM_RSA_X_509, or ask the "
+                            "sender for PKCS#1 v1.5 key transport");
+    }
+
   private:
     std::string recovery_name() const {
         if (options_.key)
@@ -764,6 +782,7 @@ FileOutcome decrypt_file(const DecryptCommandOptions &options, TokenKeyLookup &l
         // OpenSSL hides the token's error, so a token that failed once must not make the
         // message look altered: check the token, then decrypt once more into a new output.
         lookup.check_tokens(result);
+        lookup.check_oaep_support(result);
         output.reset();
         output = std::make_unique<OutputFile>(out);
         result = decrypt_into(options, lookup, input, *output);

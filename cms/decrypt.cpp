@@ -209,6 +209,25 @@ bool is_recipient(CMS_ContentInfo *cms, X509 *certificate) {
     return false;
 }
 
+// Returns true when the RecipientInfo for certificate wraps the key with RSAES-OAEP.
+bool uses_rsa_oaep(CMS_ContentInfo *cms, X509 *certificate) {
+    STACK_OF(CMS_RecipientInfo) *infos = CMS_get0_RecipientInfos(cms);
+    for (int i = 0; i < sk_CMS_RecipientInfo_num(infos); ++i) {
+        CMS_RecipientInfo *info = sk_CMS_RecipientInfo_value(infos, i);
+        if (CMS_RecipientInfo_type(info) != CMS_RECIPINFO_TRANS ||
+            CMS_RecipientInfo_ktri_cert_cmp(info, certificate) != 0)
+            continue;
+
+        X509_ALGOR *algorithm = nullptr;
+        if (CMS_RecipientInfo_ktri_get0_algs(info, nullptr, nullptr, &algorithm) != 1)
+            return false;
+        const ASN1_OBJECT *oid = nullptr;
+        X509_ALGOR_get0(&oid, nullptr, nullptr, algorithm);
+        return OBJ_obj2nid(oid) == NID_rsaesOaep;
+    }
+    return false;
+}
+
 std::string layer_type(CMS_ContentInfo *cms) {
     return OBJ_obj2nid(CMS_get0_type(cms)) == NID_id_smime_ct_authEnvelopedData
                ? "authEnveloped-data"
@@ -420,6 +439,7 @@ bool Unwrapper::decrypt_layer(const TopLevel &top, const MessageSource &current,
         lookup_([cms](X509 *certificate) { return is_recipient(cms, certificate); },
                 describe_recipients(cms));
     layer.recipient = subject_oneline(key.certificate);
+    layer.rsa_oaep = uses_rsa_oaep(cms, key.certificate);
 
     Rewrap rewrap;
     rewrap.bare = top.bare;

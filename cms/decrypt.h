@@ -29,6 +29,7 @@ struct Layer {
     std::string type;     // "signed-data", "multipart/signed", "enveloped-data" or
                           // "authEnveloped-data"
     std::string recipient; // subject of the certificate whose key decrypted the layer
+    bool rsa_oaep = false; // the content-encryption key is wrapped with RSAES-OAEP
     bool has_verification = false;
     VerifyResult verification; // for a signed layer
 };

@@ -350,6 +350,13 @@ unsigned long TokenKey::probe() const {
     return rv;
 }
 
+bool TokenKey::offers_raw_rsa_decryption() const {
+    CK_MECHANISM_INFO info{};
+    CK_RV rv = context_->functions()->C_GetMechanismInfo(PKCS11_get_slotid_from_slot(slot_),
+                                                         CKM_RSA_X_509, &info);
+    return rv == CKR_OK && (info.flags & CKF_DECRYPT);
+}
+
 TokenKey open_token_key(const Pkcs11Uri &key_uri, const std::optional<Pkcs11Uri> &certificate_uri,
                         const TokenOptions &options, bool certificate_on_token) {
     return open_token_key(load_module(choose_module(&key_uri, options)), key_uri,

@@ -175,6 +175,10 @@ class TokenKey {
     // number generator, and otherwise the CKR_ value of the failure.
     unsigned long probe() const;
 
+    // Returns whether the token offers raw RSA decryption (CKM_RSA_X_509), which libp11
+    // 0.4.12 uses to decrypt RSAES-OAEP, checking the padding in software.
+    bool offers_raw_rsa_decryption() const;
+
   private:
     // Declared first, so it is destroyed last: the key needs the loaded module.
     std::shared_ptr<Pkcs11Context> context_;

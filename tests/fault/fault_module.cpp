@@ -68,6 +68,7 @@ constexpr Name return_values[] = {
     FAULT_NAME(CKR_KEY_HANDLE_INVALID),
     FAULT_NAME(CKR_OPERATION_ACTIVE),
     FAULT_NAME(CKR_ENCRYPTED_DATA_INVALID),
+    FAULT_NAME(CKR_MECHANISM_INVALID),
 };
 
 constexpr Name token_flags[] = {

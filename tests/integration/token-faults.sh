@@ -121,6 +121,24 @@ expect_exit 1 "$P11SMIME" decrypt --module "$P11FAULT_SO" --pin-file "$PIN_FILE"
 expect_stderr_contains "cannot be decrypted"
 [[ ! -e $TEST_TMP/decrypted.eml ]] || fail "a failed decrypt wrote its --out file"
 
+step "decrypt: OAEP without CKM_RSA_X_509"
+set_faults "# no faults"
+expect_exit 0 "$P11SMIME" encrypt --recipient "$HSM_DIR/certs/rsa2048.pem" --rsa-oaep \
+    --in "$TEST_TMP/message.eml" --out "$TEST_TMP/encrypted-oaep.eml"
+# libp11 decrypts OAEP as raw RSA. The token refuses that mechanism once and lists it as
+# unknown, while the test decryption with PKCS#1 v1.5 still works.
+set_faults "C_DecryptInit CKR_MECHANISM_INVALID count 1" \
+    "C_GetMechanismInfo CKR_MECHANISM_INVALID"
+expect_exit 2 "$P11SMIME" decrypt --module "$P11FAULT_SO" --pin-file "$PIN_FILE" \
+    --no-verify --in "$TEST_TMP/encrypted-oaep.eml" --out "$TEST_TMP/decrypted.eml"
+expect_p11smime_error "does not offer CKM_RSA_X_509"
+[[ ! -e $TEST_TMP/decrypted.eml ]] || fail "a failed decrypt wrote its --out file"
+
+step "decrypt: OAEP on a token with CKM_RSA_X_509"
+set_faults "# no faults"
+expect_exit 0 "$P11SMIME" decrypt --module "$P11FAULT_SO" --pin-file "$PIN_FILE" \
+    --no-verify --in "$TEST_TMP/encrypted-oaep.eml" --out "$TEST_TMP/decrypted.eml"
+
 # Run the recovery test program: SIGNATURES signatures, the rules set before number FAULT_AT.
 # recover EXPECTED_STATUS SIGNATURES FAULT_AT RULE...
 recover() {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "cms/limits.h"
 #include "common/error.h"
@@ -65,10 +66,21 @@ PendingOutput pending_outputs[pending_output_slots];
 
 constexpr int removal_signals[] = {SIGINT, SIGTERM, SIGHUP};
 
-// Removes every pending output, then ends the process by the same signal, so that its exit
-// status stays 128 + signal_number. SA_RESETHAND has restored the default action, and the
-// raised signal is delivered once the handler returns and unblocks it.
+// Set by the signal handler before it scans the slots. A worker thread that records a file
+// after the scan finds it set and removes the file itself.
+std::atomic<bool> removal_started{false};
+
+// The terminal settings that EchoOff changed, for the handler to put back.
+termios saved_terminal{};
+std::atomic<int> echo_off_fd{-1};
+
+// Restores the terminal, removes every pending output, then ends the process by the same
+// signal, so that its exit status stays 128 + signal_number. SA_RESETHAND has restored the
+// default action, and the raised signal is delivered once the handler returns.
 void remove_pending_outputs(int signal_number) {
+    if (int fd = echo_off_fd.load(); fd >= 0)
+        tcsetattr(fd, TCSANOW, &saved_terminal);
+    removal_started.store(true);
     for (PendingOutput &slot : pending_outputs) {
         int expected = pending_ready;
         if (slot.state.compare_exchange_strong(expected, pending_removing))
@@ -96,13 +108,17 @@ void install_removal_handlers() {
     }
 }
 
+void install_removal_handlers_once() {
+    static std::once_flag handlers_installed;
+    std::call_once(handlers_installed, install_removal_handlers);
+}
+
 // Records the temporary file path for removal on a signal. Returns its slot, or -1 when the
 // path is too long or all slots are taken.
 // NOTE: an interrupt leaves behind a file without a slot, or one whose signal came between
-// mkstemp and the end of this call, as a SIGKILL leaves any temporary file.
+// its creation and the end of this call, as a SIGKILL leaves any temporary file.
 int register_pending_output(const char *path) {
-    static std::once_flag handlers_installed;
-    std::call_once(handlers_installed, install_removal_handlers);
+    install_removal_handlers_once();
 
     size_t length = std::strlen(path);
     if (length >= PATH_MAX)
@@ -113,6 +129,10 @@ int register_pending_output(const char *path) {
             continue;
         std::memcpy(pending_outputs[i].path, path, length + 1);
         pending_outputs[i].state.store(pending_ready);
+
+        // The handler may have scanned this slot before it was ready.
+        if (removal_started.load())
+            unlink(path);
         return static_cast<int>(i);
     }
     return -1;
@@ -365,6 +385,26 @@ BioPtr buffered_fd_bio(int fd) {
     return chain;
 }
 
+// Returns true for the errors of open(O_TMPFILE) that mean the file system or kernel cannot
+// make unnamed files, so a named temporary file must do.
+bool unnamed_files_unsupported(int error) {
+    return error == EOPNOTSUPP || error == EISDIR || error == EINVAL;
+}
+
+// Returns twelve random hexadecimal digits for a temporary file name.
+std::string random_suffix() {
+    unsigned char bytes[6];
+    if (RAND_bytes(bytes, sizeof bytes) != 1)
+        throw OpensslError("cannot make a temporary file name");
+    static const char digits[] = "0123456789abcdef";
+    std::string suffix;
+    for (unsigned char byte : bytes) {
+        suffix += digits[byte >> 4];
+        suffix += digits[byte & 0xf];
+    }
+    return suffix;
+}
+
 void copy_to(int fd, int target, const std::string &name) {
     if (lseek(fd, 0, SEEK_SET) != 0)
         throw Error(std::string("cannot read a temporary file: ") + std::strerror(errno));
@@ -400,35 +440,78 @@ OutputFile::OutputFile(const std::optional<std::string> &path) {
     path_ = target->path;
     folder_ = folder_of(target->path);
     mode_ = output_mode(target->exists ? &target->status : nullptr);
-    std::vector<char> name(path_->begin(), path_->end());
-    for (char c : std::string(".p11smime-XXXXXX"))
-        name.push_back(c);
-    name.push_back('\0');
-    fd_ = mkstemp(name.data());
-    if (fd_ < 0)
+
+    // An unnamed file cannot be left behind by any signal. It gets a name only at commit().
+    fd_ = open(folder_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd_ < 0 && !unnamed_files_unsupported(errno))
         throw Error("cannot create a file next to '" + *path + "': " + std::strerror(errno),
                     "check that the output folder exists and is writable");
-    temporary_ = name.data();
-    pending_slot_ = register_pending_output(temporary_.c_str());
+    if (fd_ < 0)
+        create_named_temporary();
     try {
         bio_ = buffered_fd_bio(fd_);
     } catch (...) {
         // The destructor does not run for a constructor that throws.
-        close(fd_);
-        unlink(temporary_.c_str());
-        release_pending_output(pending_slot_);
+        discard();
         throw;
     }
+}
+
+void OutputFile::create_named_temporary() {
+    std::vector<char> name(path_->begin(), path_->end());
+    for (char c : std::string(".p11smime-XXXXXX"))
+        name.push_back(c);
+    name.push_back('\0');
+    int fd = mkostemp(name.data(), O_CLOEXEC);
+    if (fd < 0)
+        throw Error("cannot create a file next to '" + *path_ + "': " + std::strerror(errno),
+                    "check that the output folder exists and is writable");
+    temporary_ = name.data();
+    pending_slot_ = register_pending_output(temporary_.c_str());
+    fd_ = fd;
+}
+
+// Gives the unnamed file a temporary name next to the output, through /proc/self/fd. Without
+// /proc, the content is copied into a named temporary file instead.
+void OutputFile::name_temporary() {
+    std::string link = "/proc/self/fd/" + std::to_string(fd_);
+    for (int attempt = 0; attempt < 16; ++attempt) {
+        std::string name = *path_ + ".p11smime-" + random_suffix();
+        if (linkat(AT_FDCWD, link.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+            temporary_ = name;
+            pending_slot_ = register_pending_output(temporary_.c_str());
+            return;
+        }
+        if (errno != EEXIST)
+            break;
+    }
+
+    int unnamed = fd_;
+    create_named_temporary();
+    try {
+        copy_to(unnamed, fd_, *path_);
+    } catch (...) {
+        close(unnamed);
+        throw;
+    }
+    close(unnamed);
+}
+
+void OutputFile::discard() {
+    if (fd_ >= 0)
+        close(fd_);
+    fd_ = -1;
+    if (temporary_.empty())
+        return;
+    unlink(temporary_.c_str());
+    release_pending_output(pending_slot_);
 }
 
 OutputFile::~OutputFile() {
     bio_.reset();
     if (!path_ || committed_)
         return;
-    if (fd_ >= 0)
-        close(fd_);
-    unlink(temporary_.c_str());
-    release_pending_output(pending_slot_);
+    discard();
 }
 
 void OutputFile::commit() {
@@ -453,12 +536,12 @@ void OutputFile::commit() {
         committed_ = true;
         return;
     }
+    if (fchmod(fd_, mode_) != 0)
+        throw Error("cannot write '" + name + "': " + std::strerror(errno));
+    if (temporary_.empty())
+        name_temporary();
     int fd = fd_;
     fd_ = -1;
-    if (fchmod(fd, mode_) != 0) {
-        close(fd);
-        throw Error("cannot write '" + name + "': " + std::strerror(errno));
-    }
     if (close(fd) != 0)
         throw Error("cannot write '" + name + "': " + std::strerror(errno));
     if (rename(temporary_.c_str(), path_->c_str()) != 0)
@@ -511,13 +594,21 @@ class EchoOff {
         active_ = tcgetattr(fd_, &saved_) == 0;
         if (!active_)
             return;
+
+        // A signal while echo is off must not leave the terminal silent.
+        install_removal_handlers_once();
+        saved_terminal = saved_;
+        echo_off_fd.store(fd_);
+
         termios quiet = saved_;
         quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
         tcsetattr(fd_, TCSAFLUSH, &quiet);
     }
     ~EchoOff() {
-        if (active_)
-            tcsetattr(fd_, TCSAFLUSH, &saved_);
+        if (!active_)
+            return;
+        echo_off_fd.store(-1);
+        tcsetattr(fd_, TCSAFLUSH, &saved_);
     }
     EchoOff(const EchoOff &) = delete;
     EchoOff &operator=(const EchoOff &) = delete;

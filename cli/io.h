@@ -67,7 +67,11 @@ class OutputFile {
     std::optional<std::string> path_;    // none for standard output, a FIFO or a device
     std::optional<std::string> special_; // a FIFO or device, written through on commit
     mode_t mode_ = 0600;
-    std::string temporary_;           // the named temporary file, for a path
+    void create_named_temporary();
+    void name_temporary();
+    void discard();
+
+    std::string temporary_;           // the named temporary file, once it has a name
     int pending_slot_ = -1;           // of temporary_, removed by SIGINT, SIGTERM or SIGHUP
     std::string folder_;
     std::unique_ptr<TempFile> spool_; // for standard output

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # An interrupted command leaves no partial output. The fault module
 # (tests/fault/fault_module.cpp) delays every C_Sign or C_Decrypt by DELAY_MS, as a slow token
-# does, so the temporary outputs of `sign` and `decrypt` stay in their folder meanwhile. The
-# test waits until one appears, sends SIGTERM, SIGINT or SIGHUP, and expects the exit status
-# 128 + the signal number and no output or temporary file. An ignored SIGINT, as under nohup,
-# must stay ignored.
+# does, so `sign` and `decrypt` keep their unfinished outputs open meanwhile. The test waits
+# until one is open, sends SIGTERM, SIGINT or SIGHUP, and expects the exit status 128 + the
+# signal number and no output or temporary file. An ignored SIGINT, as under nohup, must stay
+# ignored, and a signal during the PIN prompt must leave the terminal's echo on.
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -17,7 +17,7 @@ setup_token
 export P11FAULT_MODULE=$SOFTHSM_MODULE
 export P11FAULT_CONTROL=$TEST_TMP/fault-control
 readonly DELAY_MS=5000
-# Seconds to wait for the first temporary output. The login and key search before it took
+# Seconds to wait for the first unfinished output. The login and key search before it took
 # under a second in each run of this test on a 2-core VM.
 readonly APPEAR_TIMEOUT=20
 KEY=${KEY_URI[rsa2048]}
@@ -41,18 +41,22 @@ start_command() {
     BACKGROUND_PIDS+=("$COMMAND_PID")
 }
 
-# Wait until a file matches the glob PATTERN, while the command runs.
-wait_for_file() {
-    local pattern=$1 tries
+# Wait until the command has a file open in the folder DIR, which is its unfinished output:
+# an unnamed file (O_TMPFILE), or a named temporary file where the file system lacks those.
+wait_for_output_in() {
+    local dir=$1 tries fd target
     for ((tries = APPEAR_TIMEOUT * 10; tries > 0; tries--)); do
-        compgen -G "$pattern" >/dev/null && return 0
+        for fd in /proc/"$COMMAND_PID"/fd/*; do
+            target=$(readlink -- "$fd" 2>/dev/null) || continue
+            [[ $target == "$dir"/* ]] && return 0
+        done
         if ! kill -0 "$COMMAND_PID" 2>/dev/null; then
             cat -- "$TEST_TMP/background.stderr" >&2
-            fail "the command ended before a file matched $pattern"
+            fail "the command ended before it opened an output in $dir"
         fi
         sleep 0.1
     done
-    fail "no file matched $pattern within $APPEAR_TIMEOUT s"
+    fail "the command opened no output in $dir within $APPEAR_TIMEOUT s"
 }
 
 # Send SIGNAL to the command, wait for it and check its exit status.
@@ -83,7 +87,7 @@ interrupt_batch() {
     local options=(--module "$P11FAULT_SO" --pin-file "$PIN_FILE" --jobs 2 --out-dir "$dir")
     [[ $command == sign ]] && options+=(--key "$KEY")
     start_command "$P11SMIME" "$command" "${options[@]}" "$@"
-    wait_for_file "$dir/*.p11smime-*"
+    wait_for_output_in "$dir"
     interrupt_command "$signal" "$status"
     expect_empty_folder "$dir"
 }
@@ -107,7 +111,7 @@ start_one_shot() {
     mkdir -p -- "$1"
     start_command "$P11SMIME" sign --module "$P11FAULT_SO" --key "$KEY" \
         --pin-file "$PIN_FILE" --in "${INPUTS[0]}" --out "$1/signed.eml"
-    wait_for_file "$1/signed.eml.p11smime-*"
+    wait_for_output_in "$1"
 }
 
 printf 'C_Sign CKR_OK delay %d\n' "$DELAY_MS" >"$P11FAULT_CONTROL"
@@ -135,9 +139,38 @@ env --ignore-signal=SIGINT "$P11SMIME" sign --module "$P11FAULT_SO" --key "$KEY"
     >"$TEST_TMP/background.stdout" 2>"$TEST_TMP/background.stderr" &
 COMMAND_PID=$!
 BACKGROUND_PIDS+=("$COMMAND_PID")
-wait_for_file "$TEST_TMP/one-ignored/signed.eml.p11smime-*"
+wait_for_output_in "$TEST_TMP/one-ignored"
 interrupt_command INT 0
 expect_exit 0 openssl cms -verify -CAfile "$CA_FILE" -purpose any \
     -in "$TEST_TMP/one-ignored/signed.eml" -out "$TEST_TMP/content.eml"
 [[ $(ls -A -- "$TEST_TMP/one-ignored") == signed.eml ]] ||
     fail "files besides the output in $TEST_TMP/one-ignored: $(ls -A -- "$TEST_TMP/one-ignored")"
+
+step "PIN prompt: SIGINT restores echo"
+# script gives the command a terminal. The inner shell records the PID that becomes p11smime,
+# then prints the terminal's settings once it has ended.
+rm -f -- "$TEST_TMP/prompt.pid"
+sign_line=$(printf '%q ' "$P11SMIME" sign --module "$P11FAULT_SO" --key "$KEY" \
+    --in "${INPUTS[0]}" --out "$TEST_TMP/prompted.eml")
+inner=$(printf 'sh -c %q; stty -a' "echo \$\$ >$TEST_TMP/prompt.pid; exec $sign_line")
+# script copies its standard input to the terminal, so an open FIFO that nobody writes keeps
+# the prompt waiting instead of giving it end-of-file.
+mkfifo -- "$TEST_TMP/no-input"
+exec {no_input}<>"$TEST_TMP/no-input"
+# A background command of a script reads /dev/null unless its own line redirects stdin.
+env --default-signal=SIGINT,SIGTERM,SIGHUP script -qefc "$inner" "$TEST_TMP/prompt.typescript" \
+    <&"$no_input" >/dev/null 2>&1 &
+script_pid=$!
+BACKGROUND_PIDS+=("$script_pid")
+for ((tries = APPEAR_TIMEOUT * 10; tries > 0; tries--)); do
+    grep -q "PIN for token" -- "$TEST_TMP/prompt.typescript" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q "PIN for token" -- "$TEST_TMP/prompt.typescript" || fail "no PIN prompt appeared"
+kill -s INT "$(cat -- "$TEST_TMP/prompt.pid")"
+wait "$script_pid" || true
+BACKGROUND_PIDS=()
+exec {no_input}>&-
+grep -Eq '(^| )echo( |$)' -- "$TEST_TMP/prompt.typescript" ||
+    fail "the terminal's echo stayed off after SIGINT"
+[[ ! -e $TEST_TMP/prompted.eml ]] || fail "the interrupted command wrote its --out file"

@@ -42,10 +42,10 @@ class InputMessage {
     std::optional<MessageSource> source_;
 };
 
-// An output written as it is produced and published by commit(): a temporary file next to
-// path that is renamed onto it, or, for standard output (path empty or "-"), an unnamed
-// temporary file that is copied to standard output. Without commit(), nothing appears, also
-// when SIGINT, SIGTERM or SIGHUP ends the process, because a handler removes the temporary file.
+// An output written as it is produced and published by commit(): an unnamed file next to
+// path that gets a temporary name and is renamed onto it, or, for standard output (path empty
+// or "-"), an unnamed temporary file that is copied to standard output. Without commit(),
+// nothing appears, whatever signal ends the process.
 class OutputFile {
   public:
     // Creates the temporary file. Throws Error naming path when it cannot.

@@ -69,6 +69,7 @@ constexpr Name return_values[] = {
     FAULT_NAME(CKR_OPERATION_ACTIVE),
     FAULT_NAME(CKR_ENCRYPTED_DATA_INVALID),
     FAULT_NAME(CKR_MECHANISM_INVALID),
+    FAULT_NAME(CKR_FUNCTION_NOT_SUPPORTED),
 };
 
 constexpr Name token_flags[] = {

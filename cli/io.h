@@ -45,7 +45,8 @@ class InputMessage {
 // An output written as it is produced and published by commit(): an unnamed file next to
 // path that gets a temporary name and is renamed onto it, or, for standard output (path empty
 // or "-"), an unnamed temporary file that is copied to standard output. Without commit(),
-// nothing appears, whatever signal ends the process.
+// nothing appears. A file that is named, during commit() or where the file system has no
+// unnamed files, is removed when SIGINT, SIGTERM or SIGHUP ends the process.
 class OutputFile {
   public:
     // Creates the temporary file. Throws Error naming path when it cannot.

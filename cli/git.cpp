@@ -216,9 +216,7 @@ std::string armored(const std::string &der) {
                               reinterpret_cast<const unsigned char *>(der.data()),
                               static_cast<long>(der.size())) <= 0)
         throw OpensslError("cannot armor the signature");
-    char *text = nullptr;
-    long length = BIO_get_mem_data(bio.get(), &text);
-    return std::string(text, static_cast<size_t>(length));
+    return memory_bio_text(bio.get());
 }
 
 // Reads a detached signature: PEM with the label "SIGNED MESSAGE", "CMS" or "PKCS7", or DER.

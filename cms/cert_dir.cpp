@@ -193,9 +193,7 @@ bool valid_now(X509 *certificate) {
 std::string pem_of(X509 *certificate) {
     BioPtr bio(BIO_new(BIO_s_mem()));
     PEM_write_bio_X509(bio.get(), certificate);
-    char *data = nullptr;
-    long length = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<size_t>(length));
+    return memory_bio_text(bio.get());
 }
 
 // Decides whether a stored certificate gives way to a new one, by the rules that

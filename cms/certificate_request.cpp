@@ -141,9 +141,7 @@ std::string pem_of(X509_REQ *request) {
     BioPtr bio(BIO_new(BIO_s_mem()));
     if (!bio || !PEM_write_bio_X509_REQ(bio.get(), request))
         throw OpensslError("cannot write the request as PEM");
-    char *data = nullptr;
-    long length = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<size_t>(length));
+    return memory_bio_text(bio.get());
 }
 
 } // namespace

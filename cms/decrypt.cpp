@@ -580,10 +580,8 @@ DecryptResult decrypt_message(const std::string &message, const KeyLookup &looku
     if (!content)
         throw OpensslError("cannot allocate a buffer");
     DecryptResult result = decrypt_stream(source, lookup, verify_options, verify, content.get());
-    char *data = nullptr;
-    long length = BIO_get_mem_data(content.get(), &data);
     if (result.valid)
-        result.content.assign(data, static_cast<size_t>(length));
+        result.content = memory_bio_text(content.get());
     return result;
 }
 

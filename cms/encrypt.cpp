@@ -158,9 +158,7 @@ std::string encrypt_message(const std::string &message, const EncryptOptions &op
     if (!out)
         throw OpensslError("cannot allocate a buffer");
     encrypt_to(source, out.get(), options, false);
-    char *data = nullptr;
-    long length = BIO_get_mem_data(out.get(), &data);
-    return std::string(data, static_cast<size_t>(length));
+    return memory_bio_text(out.get());
 }
 
 void encrypt_stream(const MessageSource &source, BIO *out, const EncryptOptions &options) {

@@ -179,9 +179,7 @@ std::string sign_message(const std::string &message, const SignOptions &options)
     if (!out)
         throw OpensslError("cannot allocate a buffer");
     sign_to(source, out.get(), options, false);
-    char *data = nullptr;
-    long length = BIO_get_mem_data(out.get(), &data);
-    return std::string(data, static_cast<size_t>(length));
+    return memory_bio_text(out.get());
 }
 
 void sign_stream(const MessageSource &source, BIO *out, const SignOptions &options) {

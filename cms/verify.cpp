@@ -22,12 +22,6 @@
 namespace p11smime {
 namespace {
 
-std::string bio_text(BIO *bio) {
-    char *data = nullptr;
-    long length = BIO_get_mem_data(bio, &data);
-    return std::string(data, static_cast<size_t>(length));
-}
-
 const ASN1_TIME *signing_time_value(CMS_SignerInfo *signer) {
     int index = CMS_signed_get_attr_by_NID(signer, NID_pkcs9_signingTime, -1);
     X509_ATTRIBUTE *attribute = index >= 0 ? CMS_signed_get_attr(signer, index) : nullptr;
@@ -43,7 +37,7 @@ std::string signing_time(CMS_SignerInfo *signer) {
         return {};
     BioPtr bio(BIO_new(BIO_s_mem()));
     ASN1_TIME_print_ex(bio.get(), time, ASN1_DTFLGS_ISO8601);
-    return bio_text(bio.get());
+    return memory_bio_text(bio.get());
 }
 
 long long signing_time_unix(CMS_SignerInfo *signer) {
@@ -461,7 +455,7 @@ VerifyResult verify_message(const std::string &message, const VerifyOptions &opt
     if (!content)
         throw OpensslError("cannot allocate a buffer");
     VerifyResult result = verify_stream(source, options, content.get());
-    result.content = bio_text(content.get());
+    result.content = memory_bio_text(content.get());
     return result;
 }
 

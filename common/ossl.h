@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include <openssl/bio.h>
 #include <openssl/cms.h>
@@ -27,5 +28,12 @@ inline void free_x509_stack(STACK_OF(X509) * stack) noexcept {
     sk_X509_pop_free(stack, X509_free);
 }
 using X509StackPtr = std::unique_ptr<STACK_OF(X509), CDeleter<free_x509_stack>>;
+
+// Returns a copy of the bytes written to a memory BIO (BIO_s_mem).
+inline std::string memory_bio_text(BIO *bio) {
+    char *data = nullptr;
+    long length = BIO_get_mem_data(bio, &data);
+    return std::string(data, static_cast<size_t>(length));
+}
 
 } // namespace p11smime

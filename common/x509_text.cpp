@@ -7,20 +7,11 @@
 #include "common/ossl.h"
 
 namespace p11smime {
-namespace {
-
-std::string bio_text(BIO *bio) {
-    char *data = nullptr;
-    long length = BIO_get_mem_data(bio, &data);
-    return std::string(data, static_cast<size_t>(length));
-}
-
-} // namespace
 
 std::string name_text(const X509_NAME *name) {
     BioPtr bio(BIO_new(BIO_s_mem()));
     X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
-    return bio_text(bio.get());
+    return memory_bio_text(bio.get());
 }
 
 std::string subject_oneline(const X509 *certificate) {
@@ -32,7 +23,7 @@ std::string subject_oneline(const X509 *certificate) {
 std::string iso8601_text(const ASN1_TIME *time) {
     BioPtr bio(BIO_new(BIO_s_mem()));
     ASN1_TIME_print_ex(bio.get(), time, ASN1_DTFLGS_ISO8601);
-    return bio_text(bio.get());
+    return memory_bio_text(bio.get());
 }
 
 std::string serial_hex(const X509 *certificate) {

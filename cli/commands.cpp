@@ -626,9 +626,8 @@ class TokenKeyLookup {
     }
 
     // Throws Pkcs11Error or TokenLostError when a failed decryption came from a lost token.
-    // OpenSSL clears the token's error on purpose (against Bleichenbacher's attack), so a test
-    // decryption often is the only sign. The checks run after every failure and depend only
-    // on the device, so they add no padding oracle.
+    // OpenSSL clears the token's error on purpose, so a test decryption is often the only
+    // sign. The checks depend only on the device, so they add no padding oracle.
     void check_tokens(const DecryptResult &result) {
         std::optional<unsigned long> rv = pkcs11_return_value(result.error_codes);
         if (!rv || !is_token_lost(*rv))
@@ -685,7 +684,7 @@ class TokenKeyLookup {
         return module_;
     }
 
-    // Returns the CKR_ value of the first key whose token no longer answers, or nothing.
+    // Returns the CKR_ value of the first key whose token no longer responds, or nothing.
     std::optional<unsigned long> probe_keys() {
         std::lock_guard<std::mutex> lock(mutex_);
         for (const auto &key : keys_)
@@ -731,7 +730,7 @@ class TokenKeyLookup {
         keys_.clear(); // the keys of an earlier attempt that failed halfway
         module_.reset();
         for (const auto &certificate : used_) {
-            X509 *wanted = certificate.get();
+            X509 *expected = certificate.get();
             std::optional<Pkcs11Uri> uri;
             if (options_.key)
                 uri = Pkcs11Uri::parse(*options_.key);
@@ -740,9 +739,10 @@ class TokenKeyLookup {
                           open_token_key(module(&*uri), *uri, std::nullopt, token_))
                     : open_recipient_key(
                           module(nullptr),
-                          [wanted](X509 *found) { return X509_cmp(found, wanted) == 0; }, token_);
+                          [expected](X509 *found) { return X509_cmp(found, expected) == 0; }, token_);
             if (!key)
-                throw TokenNotFoundError("no token holds the key of " + subject_oneline(wanted));
+                throw TokenNotFoundError("the key of " + subject_oneline(expected) +
+                                         " was not found on any token");
             keys_.push_back(std::move(*key));
         }
         used_.clear();

@@ -42,10 +42,10 @@ class InputMessage {
     std::optional<MessageSource> source_;
 };
 
-// An output written as it is produced and published by commit(): an unnamed file next to
-// path that gets a temporary name and is renamed onto it, or, for standard output (path empty
-// or "-"), an unnamed temporary file that is copied to standard output. Without commit(),
-// nothing appears. A file that is named, during commit() or where the file system has no
+// An output written as it is produced and published by commit(). For a path, it is an
+// unnamed file next to path that gets a temporary name and is renamed onto it. For standard
+// output (path empty or "-"), it is an unnamed temporary file that is copied there. Without
+// commit(), nothing appears. A file that is named, during commit() or where the file system has no
 // unnamed files, is removed when SIGINT, SIGTERM or SIGHUP ends the process.
 class OutputFile {
   public:

@@ -81,7 +81,7 @@ struct KeyStoreSettings {
 // retry_max. A rejected PIN is never retried: the store stays closed until reconfigure().
 //
 // The store does not use token/'s TokenRecovery, because that makes workers wait for the
-// reopen, where a milter must answer 451 at once and let the MTA retry.
+// reopen, where a milter must reply 451 at once and let the MTA retry.
 // NOTE: each distinct key URI gets its own libp11 context (open_token_key opens one per key),
 // so all keys are freed and opened together, because unloading one context finalises the
 // module for the others. One context with one session pool for all keys would need less.

@@ -1,6 +1,6 @@
-// Recovery from a lost token for long-running processes: token state that is rebuilt, with a
-// fresh module context and a new login, when the token is pulled out, the HSM restarts or the
-// sessions die, while worker threads go on using it.
+// Recovery from a lost token for long-running processes. When the token is pulled out, the
+// HSM restarts or the sessions die, the token state is rebuilt with a fresh module context
+// and a new login, while worker threads go on using it.
 #pragma once
 
 #include <atomic>
@@ -60,7 +60,7 @@ struct RecoveryOptions {
     // because reopening does not cure that fault.
     int max_retries = 2;
 
-    // Longest time for the token to come back in one recovery, reopen attempts included. The
+    // Maximum time for the token to come back in one recovery, reopen attempts included. The
     // last attempt falls on the limit. Unset means no limit.
     std::optional<std::chrono::milliseconds> max_wait;
 
@@ -71,8 +71,8 @@ struct RecoveryOptions {
 
 // Runs operations on token state that worker threads share, and rebuilds that state when the
 // token is lost. libp11 0.4.12 keeps dead session handles in its pool and crashes when it
-// re-enumerates more than one slot, so a lost token is never repaired in place: close() must
-// free every key and the libp11 context (which unloads the module), and open() loads the
+// re-enumerates more than one slot, so a lost token is never repaired in place. close() must
+// free every key and the libp11 context, which unloads the module. open() then loads the
 // module afresh and logs in again with the PIN read again from its source.
 //
 // Operations run under a shared lock, close() and open() under an exclusive one, so no thread

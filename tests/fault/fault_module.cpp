@@ -226,8 +226,8 @@ void log_call(const char *function, CK_RV rv, bool injected) {
 }
 
 // Held shared by every call forwarded to the real module, and exclusively while its sessions
-// are closed: SoftHSM frees a session's key objects under a thread that is still signing with
-// them, and crashes, where a removed token fails the call in progress instead.
+// are closed. SoftHSM frees a session's key objects under a thread that is still signing with
+// them and crashes, where a removed token fails the call in progress instead.
 std::shared_mutex &forwarding_lock() {
     static std::shared_mutex lock;
     return lock;

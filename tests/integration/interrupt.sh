@@ -153,7 +153,7 @@ rm -f -- "$TEST_TMP/prompt.pid"
 sign_line=$(printf '%q ' "$P11SMIME" sign --module "$P11FAULT_SO" --key "$KEY" \
     --in "${INPUTS[0]}" --out "$TEST_TMP/prompted.eml")
 inner=$(printf 'sh -c %q; stty -a' "echo \$\$ >$TEST_TMP/prompt.pid; exec $sign_line")
-# script copies its standard input to the terminal, so an open FIFO that nobody writes keeps
+# script copies its standard input to the terminal, so an open FIFO without a writer keeps
 # the prompt waiting instead of giving it end-of-file.
 mkfifo -- "$TEST_TMP/no-input"
 exec {no_input}<>"$TEST_TMP/no-input"
